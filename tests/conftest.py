@@ -1,0 +1,90 @@
+"""Shared fixtures: a migrated store in a temporary SQLite file, the app over it, and a few users and keys."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from usage_ledger.app import create_app
+from usage_ledger.catalog import Catalog
+from usage_ledger.services import Services
+from usage_ledger.settings import Settings
+from usage_ledger.store.sql import SqlStore
+
+OPERATOR_TOKEN = "test-operator-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return Catalog.load()
+
+
+def make_settings(tmp_path, **overrides) -> Settings:
+    values = dict(database_url=f"sqlite:///{tmp_path / 'ledger.db'}", operator_token=OPERATOR_TOKEN,
+                  auth_failure_limit=0)
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def store(settings) -> SqlStore:
+    s = SqlStore(settings.database_url)
+    s.migrate()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def services(settings, store, catalog) -> Services:
+    return Services.build(settings, store=store, catalog=catalog)
+
+
+@pytest.fixture
+def client(services) -> TestClient:
+    with TestClient(create_app(services), raise_server_exceptions=False) as c:
+        yield c
+
+
+class Api:
+    """Drives the service the way a platform and a user would: over HTTP."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self.op = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+    def user(self, user_id: str, name: str = "") -> str:
+        r = self.client.post("/api/v1/ledger/users", json={"userId": user_id, "name": name}, headers=self.op)
+        assert r.status_code == 201, r.text
+        return user_id
+
+    def key(self, user_id: str, kind: str = "ADMIN", description: str = "", **extra) -> dict:
+        r = self.client.post(f"/api/v1/ledger/users/{user_id}/api_keys",
+                             json={"apiKeyType": kind, "description": description, **extra}, headers=self.op)
+        assert r.status_code == 200, r.text
+        return r.json()["data"]
+
+    def record(self, *records: dict) -> dict:
+        r = self.client.post("/api/v1/ledger/records", json={"records": list(records)}, headers=self.op)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def credit(self, user_id: str, currency: str, amount: str, key: str) -> dict:
+        r = self.client.post("/api/v1/ledger/credits", headers={**self.op, "Content-Type": "application/json"}, content=(
+            f'{{"userId": "{user_id}", "currency": "{currency}", "amount": {amount}, "idempotencyKey": "{key}"}}'),
+            )
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+@pytest.fixture
+def api(client) -> Api:
+    return Api(client)
+
+
+def bearer(secret: str) -> dict:
+    return {"Authorization": f"Bearer {secret}"}

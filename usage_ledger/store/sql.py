@@ -1,0 +1,404 @@
+"""The SQL store (SQLAlchemy Core): SQLite, the embedded default; PostgreSQL follows with the same statements.
+
+Statements are written once with `?` placeholders and sent through the driver directly (exec_driver_sql), because
+the ingest and page paths are hot and the statements are the same on both engines.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from ..ledger import NewRow
+from ..timeutil import MS_PER_DAY, MS_PER_HOUR
+from .base import ApiKey, Conflict, StoreError, UsageFilter, UsageRow, User
+
+# Bounds of an open range: whole days, so that an unbounded walk needs no raw edge counts.
+MIN_MS = -(10**6) * MS_PER_DAY
+MAX_MS = 10**7 * MS_PER_DAY
+HOURS_PER_DAY = 24
+_IN_CHUNK = 500
+
+_ROW_SELECT = ("SELECT id, ts, sku, price, units, amount, currency, notes, request_id, exec_ms, prompt_tokens, "
+               "completion_tokens FROM usage_rows")
+_KEY_SELECT = ("SELECT kid, id, uid, api_key_type, description, last6, created_at, expires_at, last_used_at, "
+               "revoked_at, limit_usd, limit_diem, limit_vcu, limit_period, model_privacy FROM api_keys")
+_KEY_FIELDS = {"description", "expires_at", "limit_usd", "limit_diem", "limit_vcu", "limit_period", "model_privacy"}
+
+
+def _alembic_config(connection: sa.Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.attributes["connection"] = connection
+    return config
+
+
+class SqlStore:
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        try:
+            if self.is_sqlite:
+                self.engine = sa.create_engine(url, pool_size=pool_size, max_overflow=16,
+                                               connect_args={"check_same_thread": False, "timeout": 30})
+                self._install_sqlite_hooks()
+            else:
+                if url.startswith("postgresql://"):
+                    url = "postgresql+psycopg://" + url[len("postgresql://"):]
+                self.engine = sa.create_engine(url, pool_size=pool_size, max_overflow=16, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise StoreError(f"cannot use database URL {url!r}: {exc}") from None
+        # SQLite has one writer; serialising writers here keeps them from spinning on the file lock.
+        self._write_lock = threading.Lock()
+
+    def _install_sqlite_hooks(self) -> None:
+        @sa.event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_connection, _record) -> None:
+            # We issue BEGIN ourselves (below), so that reads get a snapshot and writes take the lock up front.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # A batch answered `recorded` must survive a power cut; one sync per batch is cheap.
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @sa.event.listens_for(self.engine, "begin")
+        def _on_begin(connection: sa.Connection) -> None:
+            write = connection.get_execution_options().get("ledger_write", False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def _sql(self, statement: str) -> str:
+        return statement if self.is_sqlite else statement.replace("?", "%s")
+
+    def _exec(self, c: sa.Connection, statement: str, params=()) -> sa.CursorResult:
+        return c.exec_driver_sql(self._sql(statement), tuple(params))
+
+    # -- schema -------------------------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        with self.engine.connect() as c:
+            command.upgrade(_alembic_config(c), "head")
+            c.commit()
+
+    def pending_migrations(self) -> bool:
+        with self.engine.connect() as c:
+            head = ScriptDirectory.from_config(_alembic_config(c)).get_current_head()
+            return MigrationContext.configure(c).get_current_revision() != head
+
+    def check(self) -> None:
+        with self.engine.connect() as c:
+            self._exec(c, "SELECT 1 FROM meta WHERE name = ?", ("cursor_secret",)).fetchall()
+
+    def meta(self, name: str) -> str | None:
+        with self.engine.connect() as c:
+            return self._exec(c, "SELECT value FROM meta WHERE name = ?", (name,)).scalar()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as c, c.begin():
+            yield c
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self._write_lock, self.engine.connect() as c:
+            c = c.execution_options(ledger_write=True)
+            with c.begin():
+                yield c
+
+    # -- users --------------------------------------------------------------------------------------------------
+
+    def create_user(self, user_id: str, name: str, now: int) -> User:
+        with self._write() as c:
+            if self._exec(c, "SELECT 1 FROM users WHERE user_id = ?", (user_id,)).first():
+                raise Conflict(f"user '{user_id}' exists")
+            self._exec(c, "INSERT INTO users (user_id, name, created_at) VALUES (?, ?, ?)", (user_id, name, now))
+            uid = self._exec(c, "SELECT uid FROM users WHERE user_id = ?", (user_id,)).scalar_one()
+        return User(uid, user_id, name, now)
+
+    def get_user(self, user_id: str) -> User | None:
+        with self.engine.connect() as c:
+            row = self._exec(c, "SELECT uid, user_id, name, created_at FROM users WHERE user_id = ?", (user_id,)).first()
+        return User(*row) if row else None
+
+    def list_users(self, offset: int, limit: int) -> tuple[list[User], int]:
+        with self._read() as c:
+            total = self._exec(c, "SELECT COUNT(*) FROM users").scalar_one()
+            rows = self._exec(c, "SELECT uid, user_id, name, created_at FROM users ORDER BY uid LIMIT ? OFFSET ?",
+                              (limit, offset)).fetchall()
+        return [User(*r) for r in rows], total
+
+    # -- API keys -----------------------------------------------------------------------------------------------
+
+    def create_key(self, key: ApiKey, secret_hash: bytes, max_active: int) -> ApiKey:
+        with self._write() as c:
+            active = self._exec(c, "SELECT COUNT(*) FROM api_keys WHERE uid = ? AND revoked_at IS NULL",
+                                (key.uid,)).scalar_one()
+            if active >= max_active:
+                raise Conflict(f"at most {max_active} active API keys per user")
+            self._exec(c, "INSERT INTO api_keys (id, uid, secret_hash, api_key_type, description, last6, created_at, "
+                          "expires_at, last_used_at, revoked_at, limit_usd, limit_diem, limit_vcu, limit_period, "
+                          "model_privacy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?)",
+                       (key.id, key.uid, secret_hash, key.api_key_type, key.description, key.last6, key.created_at,
+                        key.expires_at, key.limit_usd, key.limit_diem, key.limit_vcu, key.limit_period,
+                        key.model_privacy))
+            kid = self._exec(c, "SELECT kid FROM api_keys WHERE id = ?", (key.id,)).scalar_one()
+        return ApiKey(**{**_asdict(key), "kid": kid})
+
+    def key_by_hash(self, secret_hash: bytes) -> tuple[ApiKey, bytes] | None:
+        with self.engine.connect() as c:
+            row = self._exec(c, _KEY_SELECT.replace(" FROM", ", secret_hash FROM") + " WHERE secret_hash = ?",
+                             (secret_hash,)).first()
+        return (ApiKey(*row[:-1]), bytes(row[-1])) if row else None
+
+    def list_keys(self, uid: int, offset: int = 0, limit: int | None = None) -> list[ApiKey]:
+        statement = _KEY_SELECT + " WHERE uid = ? AND revoked_at IS NULL ORDER BY created_at DESC, kid DESC"
+        params: list = [uid]
+        if limit is not None:
+            statement += " LIMIT ? OFFSET ?"
+            params += [limit, offset]
+        with self.engine.connect() as c:
+            return [ApiKey(*r) for r in self._exec(c, statement, params)]
+
+    def get_key(self, uid: int, key_id: str) -> ApiKey | None:
+        with self.engine.connect() as c:
+            row = self._exec(c, _KEY_SELECT + " WHERE uid = ? AND id = ? AND revoked_at IS NULL", (uid, key_id)).first()
+        return ApiKey(*row) if row else None
+
+    def update_key(self, uid: int, key_id: str, changes: dict) -> ApiKey | None:
+        unknown = set(changes) - _KEY_FIELDS
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        if changes:
+            assignments = ", ".join(f"{name} = ?" for name in changes)
+            with self._write() as c:
+                self._exec(c, f"UPDATE api_keys SET {assignments} WHERE uid = ? AND id = ? AND revoked_at IS NULL",
+                           [*changes.values(), uid, key_id])
+        return self.get_key(uid, key_id)
+
+    def revoke_key(self, uid: int, key_id: str, now: int) -> bool:
+        with self._write() as c:
+            result = self._exec(c, "UPDATE api_keys SET revoked_at = ? WHERE uid = ? AND id = ? AND revoked_at IS NULL",
+                                (now, uid, key_id))
+            return result.rowcount > 0
+
+    def touch_key(self, kid: int, now: int) -> None:
+        with self._write() as c:
+            self._exec(c, "UPDATE api_keys SET last_used_at = ? WHERE kid = ?", (now, kid))
+
+    def key_spend_since(self, uid: int, first_day: int) -> dict[tuple[int, int], int]:
+        """Debit spend per (kid, currency) from first_day (days since the epoch) on."""
+        with self.engine.connect() as c:
+            rows = self._exec(c, "SELECT kid, currency, SUM(spend) FROM rollup_key_daily WHERE uid = ? AND day >= ? "
+                                 "GROUP BY kid, currency", (uid, first_day))
+            return {(kid, cur): int(spend) for kid, cur, spend in rows}
+
+    # -- ledger -------------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator["SqlWriteTx"]:
+        with self._write() as c:
+            yield SqlWriteTx(self, c)
+
+    def balances(self, uid: int) -> dict[int, int]:
+        with self.engine.connect() as c:
+            return dict(self._exec(c, "SELECT currency, amount FROM balances WHERE uid = ?", (uid,)).fetchall())
+
+    # -- usage --------------------------------------------------------------------------------------------------
+
+    def _where(self, f: UsageFilter, lo: int, hi: int) -> tuple[str, list]:
+        clause, params = "uid = ?", [f.uid]
+        if f.currency is not None:
+            clause += " AND currency = ?"
+            params.append(f.currency)
+        return clause + " AND ts >= ? AND ts < ?", [*params, lo, hi]
+
+    def _raw_count(self, c: sa.Connection, f: UsageFilter, lo: int, hi: int) -> int:
+        clause, params = self._where(f, lo, hi)
+        return self._exec(c, f"SELECT COUNT(*) FROM usage_rows WHERE {clause}", params).scalar_one()
+
+    def _bucket_counts(self, c: sa.Connection, f: UsageFilter, table: str, grain: str, width: int,
+                       first: int, stop: int) -> list[tuple[int, int, int]]:
+        if first >= stop:
+            return []
+        clause, params = "uid = ?", [f.uid]
+        if f.currency is not None:
+            clause += " AND currency = ?"
+            params.append(f.currency)
+        rows = self._exec(c, f"SELECT {grain}, SUM(n) FROM {table} WHERE {clause} AND {grain} >= ? AND {grain} < ? "
+                             f"GROUP BY {grain} ORDER BY {grain}", [*params, first, stop])
+        return [(b * width, (b + 1) * width, int(n)) for b, n in rows if n]
+
+    def _hours(self, c, f, first, stop):
+        return self._bucket_counts(c, f, "rollup_hourly", "hour", MS_PER_HOUR, first, stop)
+
+    def _segments(self, c: sa.Connection, f: UsageFilter) -> list[tuple[int, int, int]]:
+        """[lo, hi) time segments in ascending order with their row counts, read from the rollups: raw counts for
+        the partial hours at the edges, hours up to the first and from the last whole day, whole days between."""
+        lo = MIN_MS if f.start is None else max(f.start, MIN_MS)
+        hi = MAX_MS if f.end is None else min(f.end, MAX_MS)
+        if lo >= hi:
+            return []
+        h_lo, h_hi = -(-lo // MS_PER_HOUR), hi // MS_PER_HOUR
+        if h_lo >= h_hi:
+            return [(lo, hi, self._raw_count(c, f, lo, hi))]
+        segments = []
+        if lo < h_lo * MS_PER_HOUR:
+            segments.append((lo, h_lo * MS_PER_HOUR, self._raw_count(c, f, lo, h_lo * MS_PER_HOUR)))
+        d_lo, d_hi = -(-h_lo // HOURS_PER_DAY), h_hi // HOURS_PER_DAY
+        if d_lo < d_hi:
+            segments += self._hours(c, f, h_lo, d_lo * HOURS_PER_DAY)
+            segments += self._bucket_counts(c, f, "rollup_daily", "day", MS_PER_DAY, d_lo, d_hi)
+            segments += self._hours(c, f, d_hi * HOURS_PER_DAY, h_hi)
+        else:
+            segments += self._hours(c, f, h_lo, h_hi)
+        if h_hi * MS_PER_HOUR < hi:
+            segments.append((h_hi * MS_PER_HOUR, hi, self._raw_count(c, f, h_hi * MS_PER_HOUR, hi)))
+        return [s for s in segments if s[2]]
+
+    def count(self, f: UsageFilter) -> int:
+        with self._read() as c:
+            return sum(n for _, _, n in self._segments(c, f))
+
+    def usage_page(self, f: UsageFilter, *, descending: bool, offset: int, limit: int) -> tuple[int, list[UsageRow]]:
+        """`total` and the rows [offset, offset + limit) of the filtered rows in (ts, id) order, without an OFFSET
+        over the user's rows: the rollups say which hour the page starts in, and only that hour is skipped into."""
+        with self._read() as c:
+            segments = self._segments(c, f)
+            total = sum(n for _, _, n in segments)
+            if offset >= total or limit <= 0:
+                return total, []
+            if descending:
+                segments.reverse()
+            seen = 0
+            for segment in segments:
+                if seen + segment[2] > offset:
+                    break
+                seen += segment[2]
+            lo, hi, n = segment
+            if hi - lo > MS_PER_HOUR:  # a whole day: find the hour inside it
+                hours = self._hours(c, f, lo // MS_PER_HOUR, hi // MS_PER_HOUR)
+                for lo, hi, n in (reversed(hours) if descending else hours):
+                    if seen + n > offset:
+                        break
+                    seen += n
+            skip = offset - seen
+            start = f.start if f.start is not None else MIN_MS
+            end = f.end if f.end is not None else MAX_MS
+            if descending:
+                clause, params = self._where(f, start, hi)
+                order = "ts DESC, id DESC"
+            else:
+                clause, params = self._where(f, lo, end)
+                order = "ts, id"
+            rows = self._exec(c, f"{_ROW_SELECT} WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
+                              [*params, limit, skip]).fetchall()
+        return total, [UsageRow(*r) for r in rows]
+
+    def usage_after(self, f: UsageFilter, after: tuple[int, int] | None, limit: int, max_id: int) -> list[UsageRow]:
+        """Up to `limit` rows after the keyset position `after`, ascending, none newer than max_id."""
+        start = f.start if f.start is not None else MIN_MS
+        end = f.end if f.end is not None else MAX_MS
+        if after is not None:
+            start = max(start, after[0])
+        clause, params = self._where(f, start, end)
+        clause += " AND id <= ?"
+        params.append(max_id)
+        if after is not None:
+            clause += " AND (ts > ? OR id > ?)"
+            params += [after[0], after[1]]
+        with self.engine.connect() as c:
+            rows = self._exec(c, f"{_ROW_SELECT} WHERE {clause} ORDER BY ts, id LIMIT ?", [*params, limit]).fetchall()
+        return [UsageRow(*r) for r in rows]
+
+    def max_row_id(self) -> int:
+        with self.engine.connect() as c:
+            return self._exec(c, "SELECT COALESCE(MAX(id), 0) FROM usage_rows").scalar_one()
+
+
+def _asdict(key: ApiKey) -> dict:
+    return {name: getattr(key, name) for name in ApiKey.__slots__}
+
+
+class SqlWriteTx:
+    """One write transaction of the ledger (ledger.WriteTx)."""
+
+    def __init__(self, store: SqlStore, connection: sa.Connection) -> None:
+        self._store, self._c = store, connection
+
+    def _select_in(self, head: str, values: list, tail: str = "", params: tuple = ()) -> list:
+        out = []
+        for i in range(0, len(values), _IN_CHUNK):
+            chunk = values[i:i + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            out += self._store._exec(self._c, f"{head} ({marks}){tail}", [*params, *chunk]).fetchall()
+        return out
+
+    def user_uids(self, user_ids: Iterable[str]) -> dict[str, int]:
+        rows = self._select_in("SELECT user_id, uid FROM users WHERE user_id IN", list(user_ids))
+        return dict(rows)
+
+    def key_owners(self, key_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
+        rows = self._select_in("SELECT id, kid, uid FROM api_keys WHERE id IN", list(key_ids))
+        return {key_id: (kid, uid) for key_id, kid, uid in rows}
+
+    def claimed_keys(self, keys: Iterable[tuple[int, bytes]]) -> dict[tuple[int, bytes], bytes]:
+        by_user: dict[int, list[bytes]] = defaultdict(list)
+        for uid, key_hash in keys:
+            by_user[uid].append(key_hash)
+        out = {}
+        for uid, hashes in by_user.items():
+            rows = self._select_in("SELECT key_hash, content_hash FROM idempotency_keys WHERE uid = ? AND key_hash IN",
+                                   hashes, params=(uid,))
+            out.update({(uid, bytes(k)): bytes(v) for k, v in rows})
+        return out
+
+    def balances(self, uids: Iterable[int]) -> dict[tuple[int, int], int]:
+        rows = self._select_in("SELECT uid, currency, amount FROM balances WHERE uid IN", list(uids))
+        return {(uid, cur): amount for uid, cur, amount in rows}
+
+    def append(self, rows: list[NewRow], claims: list[tuple[int, bytes, bytes]]) -> None:
+        store, c = self._store, self._c
+        c.exec_driver_sql(store._sql(
+            "INSERT INTO usage_rows (uid, ts, sku, price, units, amount, currency, notes, request_id, exec_ms, "
+            "prompt_tokens, completion_tokens, kid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            [(r.uid, r.ts, r.sku, r.price, r.units, r.amount, r.currency, r.notes, r.request_id, r.exec_ms,
+              r.prompt_tokens, r.completion_tokens, r.kid) for r in rows])
+        c.exec_driver_sql(store._sql("INSERT INTO idempotency_keys (uid, key_hash, content_hash) VALUES (?, ?, ?)"),
+                          claims)
+        balance: dict[tuple, int] = defaultdict(int)
+        hourly: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+        daily: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+        by_key: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+        for r in rows:
+            balance[(r.uid, r.currency)] += r.amount
+            spend = -r.amount if r.amount < 0 else 0
+            for bucket in (hourly[(r.uid, r.ts // MS_PER_HOUR, r.currency)], daily[(r.uid, r.ts // MS_PER_DAY, r.currency)],
+                           by_key[(r.uid, r.ts // MS_PER_DAY, r.kid or 0, r.currency)]):
+                bucket[0] += 1
+                bucket[1] += spend
+        c.exec_driver_sql(store._sql(
+            "INSERT INTO balances (uid, currency, amount) VALUES (?, ?, ?) ON CONFLICT (uid, currency) "
+            "DO UPDATE SET amount = balances.amount + excluded.amount"), [(*k, v) for k, v in balance.items()])
+        for table, grain, buckets in (("rollup_hourly", "hour", hourly), ("rollup_daily", "day", daily)):
+            c.exec_driver_sql(store._sql(
+                f"INSERT INTO {table} (uid, {grain}, currency, n, spend) VALUES (?, ?, ?, ?, ?) "
+                f"ON CONFLICT (uid, {grain}, currency) DO UPDATE SET n = {table}.n + excluded.n, "
+                f"spend = {table}.spend + excluded.spend"), [(*k, *v) for k, v in buckets.items()])
+        c.exec_driver_sql(store._sql(
+            "INSERT INTO rollup_key_daily (uid, day, kid, currency, n, spend) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (uid, kid, day, currency) DO UPDATE SET n = rollup_key_daily.n + excluded.n, "
+            "spend = rollup_key_daily.spend + excluded.spend"), [(*k, *v) for k, v in by_key.items()])
