@@ -170,3 +170,12 @@ def test_rollups_and_balances_match_the_rows(store, catalog, uid):
     for r in all_rows:
         sums[r.currency] = sums.get(r.currency, 0) + r.amount
     assert store.balances(uid) == sums
+
+
+def test_values_no_column_can_hold_are_errors_not_crashes(store, catalog, uid):
+    huge = {"userId": "u1", "sku": "s", "units": 10**30, "pricePerUnitUsd": 1, "idempotencyKey": "h"}
+    nested: dict = {}
+    for _ in range(300):
+        nested = {"n": nested}
+    deep = {"userId": "u1", "sku": "s", "units": 1, "pricePerUnitUsd": 1, "idempotencyKey": "d", "notes": nested}
+    assert [s for s, _ in ingest(store, catalog, huge, deep)] == ["error", "error"]

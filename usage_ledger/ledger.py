@@ -8,10 +8,11 @@ its rows, key, balance move and rollups are written together or not at all.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Iterable, Protocol
+
+import orjson
 
 from .catalog import Catalog, EventQuantities, PricingError
 from .money import CURRENCY_CODES, SPEND_ORDER, MoneyError, multiply, to_nano
@@ -110,8 +111,12 @@ def _canonical(value: Any) -> Any:
 
 
 def content_hash(record: dict[str, Any]) -> bytes:
-    """The same record, retried, hashes the same: keys sorted, decimals normalised."""
-    return _hash16(json.dumps(record, sort_keys=True, separators=(",", ":"), default=_canonical).encode())
+    """The same record, retried, hashes the same: keys sorted, decimals normalised. Stored hashes depend on this
+    exact encoding, so it must not change without a migration."""
+    try:
+        return _hash16(orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=_canonical))
+    except orjson.JSONEncodeError as exc:  # integers past 64 bits, nesting past 255 levels
+        raise RecordError(f"record cannot be stored: {exc}") from None
 
 
 def _string(record: dict, name: str, *, required: bool = False, max_len: int = MAX_ID_LENGTH) -> str | None:
