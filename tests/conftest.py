@@ -10,6 +10,7 @@ from usage_ledger.catalog import Catalog
 from usage_ledger.services import Services
 from usage_ledger.settings import Settings
 from usage_ledger.store.sql import SqlStore
+from usage_ledger.usage import dumps
 
 OPERATOR_TOKEN = "test-operator-token-0123456789abcdef"
 
@@ -69,7 +70,9 @@ class Api:
         return r.json()["data"]
 
     def record(self, *records: dict) -> dict:
-        r = self.client.post("/api/v1/ledger/records", json={"records": list(records)}, headers=self.op)
+        # usage.dumps writes Decimals as exact JSON numbers, as a platform's own encoder would.
+        r = self.client.post("/api/v1/ledger/records", content=dumps({"records": list(records)}),
+                             headers={**self.op, "Content-Type": "application/json"})
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -88,3 +91,50 @@ def api(client) -> Api:
 
 def bearer(secret: str) -> dict:
     return {"Authorization": f"Bearer {secret}"}
+
+
+# --- Helpers for the HTTP-level billing, auth, schema and property tests --------------------------------------
+
+import json as _json
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Iterator
+
+import orjson
+
+
+def exact_json(value) -> bytes:
+    """JSON text with every Decimal written as the exact plain number it is (never through a float)."""
+    def default(v):
+        if isinstance(v, Decimal):
+            return orjson.Fragment(format(v, "f").encode())
+        raise TypeError(type(v).__name__)
+    return orjson.dumps(value, default=default)
+
+
+def exact_body(response) -> object:
+    """A JSON answer parsed with Decimal numbers, so that amounts are compared exactly."""
+    return _json.loads(response.content, parse_float=Decimal)
+
+
+def post_records(client: TestClient, records: list[dict]) -> dict:
+    """POST /ledger/records with exact decimals; the answer's JSON (status 200 asserted)."""
+    r = client.post("/api/v1/ledger/records", content=exact_json({"records": records}),
+                    headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@contextmanager
+def app_client(directory, catalog: Catalog | None = None, **overrides) -> Iterator[TestClient]:
+    """A client over its own app and database in `directory`, built with settings overrides (see make_settings)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    settings = make_settings(directory, **overrides)
+    store = SqlStore(settings.database_url)
+    store.migrate()
+    try:
+        services = Services.build(settings, store=store, catalog=catalog or Catalog.load())
+        with TestClient(create_app(services), raise_server_exceptions=False) as c:
+            yield c
+    finally:
+        store.close()

@@ -16,6 +16,8 @@ CURRENCY_CODES = {"USD": 1, "DIEM": 2, "BUNDLED_CREDITS": 3, "VCU": 4}
 CURRENCY_NAMES = {code: name for name, code in CURRENCY_CODES.items()}
 # API.md §2: a record is charged in the first currency of this order whose balance covers it, else USD.
 SPEND_ORDER = ("DIEM", "BUNDLED_CREDITS", "USD")
+# What analytics counts as spend: VCU is legacy and never charged.
+SPEND_CURRENCIES = (CURRENCY_CODES["USD"], CURRENCY_CODES["BUNDLED_CREDITS"], CURRENCY_CODES["DIEM"])
 # The largest magnitude an int64 column holds, in nano-units (about 9.2 billion).
 MAX_NANO = 2**63 - 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .analytics import TtlCache
 from .catalog import Catalog
 from .keys import FailedAuthLimiter, LastUsedTracker
 from .settings import Settings
@@ -18,6 +19,7 @@ class Services:
     cursor_secret: bytes
     auth_limiter: FailedAuthLimiter
     last_used: LastUsedTracker
+    analytics_cache: TtlCache
 
     @classmethod
     def build(cls, settings: Settings, store: SqlStore | None = None, catalog: Catalog | None = None) -> "Services":
@@ -31,4 +33,5 @@ class Services:
             auth_limiter=FailedAuthLimiter(settings.auth_failure_limit, settings.auth_failure_window_seconds,
                                            settings.auth_block_seconds),
             last_used=LastUsedTracker(settings.last_used_write_interval_seconds * 1000),
+            analytics_cache=TtlCache(settings.analytics_cache_seconds),
         )

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch_records: int = 1000
     last_used_write_interval_seconds: int = 60
+    # API.md §5: analytics answers are cached per (user, parameters); 0 switches the cache off (benchmarks).
+    analytics_cache_seconds: int = 600
 
     @field_validator("database_url")
     @classmethod

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Header, Query
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from ..analytics import AnalyticsParamError, build, resolve_range
 from ..money import CURRENCY_CODES, SPEND_ORDER
 from ..store.base import UsageFilter
 from ..timeutil import compact_iso_ms, now_ms, parse_instant, TimeParseError
-from ..usage import Cursor, CursorError, csv_text, decode_cursor, dumps, encode_cursor, prefers_csv, row_json, \
-    total_pages
+from ..usage import Cursor, CursorError, csv_text, decode_cursor, dumps, encode_cursor, prefers_csv, row_json, total_pages
 from . import schemas
 from .deps import CallerDep, ServicesDep
 from .errors import invalid, json_response
@@ -135,3 +135,34 @@ def balance_json(balances: dict[int, int]) -> dict:
 @router.get("/balance", summary="Balances and the currency consumed next", responses=schemas.balance_responses())
 async def balance(caller: CallerDep, svc: ServicesDep) -> Response:
     return json_response(balance_json(await run_in_threadpool(svc.store.balances, caller.uid)))
+
+
+@router.get("/usage-analytics", summary="Spend by day, by model and by API key (cached 10 minutes)",
+            responses=schemas.analytics_responses())
+async def usage_analytics(
+    caller: CallerDep, svc: ServicesDep,
+    lookback: Annotated[str | None, Query(max_length=16, description="Last N calendar days including today, "
+                                          "`^[1-9]\\d*d$`, default 7d; more than 90d is clamped to 90d")] = None,
+    startDate: Annotated[str | None, Query(max_length=10, description="YYYY-MM-DD; with endDate, wins over "
+                                           "lookback; at most 90 days counting both ends")] = None,
+    endDate: Annotated[str | None, Query(max_length=10, description="YYYY-MM-DD, with startDate")] = None,
+    timezone: Annotated[str, Query(max_length=64, description="IANA time zone where days begin (our extension)")]
+    = "UTC",
+) -> Response:
+    try:
+        days = resolve_range(lookback, startDate, endDate, timezone, now_ms())
+    except AnalyticsParamError as exc:
+        raise invalid(exc.fields) from None
+    cache_key = (caller.uid, days.cache_key)
+    body = svc.analytics_cache.get(cache_key)
+    if body is None:
+        def compute() -> bytes:
+            buckets = svc.store.analytics_buckets(caller.uid, days.bounds[0], days.bounds[-1],
+                                                  hourly=not days.daily_grain)
+            keys = svc.store.keys_by_kid(caller.uid, {kid for _, kid, *_ in buckets.by_key if kid})
+            return dumps(build(days, buckets, svc.catalog, keys))
+
+        body = await run_in_threadpool(compute)
+        svc.analytics_cache.put(cache_key, body)
+    return Response(body, media_type="application/json",
+                    headers={"Cache-Control": f"private, max-age={svc.settings.analytics_cache_seconds}"})

@@ -198,3 +198,51 @@ def usage_history_responses() -> dict:
 
 def balance_responses() -> dict:
     return {200: {"model": BalanceResponse}, **errors(401, 429)}
+
+
+class ByDate(_Strict):
+    date: str
+    USD: float
+    DIEM: float
+
+
+class Breakdown(_Strict):
+    type: str
+    usd: float
+    diem: float
+    units: float
+
+
+class ByModel(_Strict):
+    modelName: str
+    unitType: str
+    modelType: str | None
+    totalUsd: float
+    totalDiem: float
+    totalUnits: float
+    breakdown: list[Breakdown] | None = Field(default=None, description="only when the model has several types")
+
+
+class ByKey(_Strict):
+    apiKeyId: str | None
+    description: str
+    totalUsd: float
+    totalDiem: float
+    totalUnits: float
+
+
+class AnalyticsResponse(_Strict):
+    lookback: str
+    byDate: list[ByDate]
+    byModel: list[ByModel]
+    byModelDaily: list[dict[str, float]]
+    topModels: list[str]
+    byKey: list[ByKey]
+    byKeyDaily: list[dict[str, float]]
+    topKeyNames: list[str]
+
+
+def analytics_responses() -> dict:
+    return {200: {"model": AnalyticsResponse, "headers": {"Cache-Control": {"schema": {"type": "string"},
+                                                                            "description": "private, max-age=600"}}},
+            **errors(400, 401, 429)}

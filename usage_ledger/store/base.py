@@ -34,6 +34,14 @@ class UsageFilter:
     end: int | None = None
 
 
+@dataclass(slots=True)
+class AnalyticsBuckets:
+    """Rollup sums for [range start, range end), bucket = start ms of an hour or a UTC day."""
+    by_currency: list[tuple[int, int, int]]  # bucket, currency, spend
+    by_sku: list[tuple[int, str, int, int, int]]  # bucket, sku, currency, spend, units (nano billing units)
+    by_key: list[tuple[int, int, int, int, int]]  # bucket, kid (0 = none), currency, spend, natural units (milli)
+
+
 @dataclass(frozen=True, slots=True)
 class User:
     uid: int

@@ -6,6 +6,7 @@ the ingest and page paths are hot and the statements are the same on both engine
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import defaultdict
 from contextlib import contextmanager
@@ -20,7 +21,9 @@ from alembic.script import ScriptDirectory
 
 from ..ledger import NewRow
 from ..timeutil import MS_PER_DAY, MS_PER_HOUR
-from .base import ApiKey, Conflict, StoreError, UsageFilter, UsageRow, User
+from ..money import SPEND_CURRENCIES
+from .rollups import ROLLUPS
+from .base import AnalyticsBuckets, ApiKey, Conflict, StoreError, UsageFilter, UsageRow, User
 
 # Bounds of an open range: whole days, so that an unbounded walk needs no raw edge counts.
 MIN_MS = -(10**6) * MS_PER_DAY
@@ -56,7 +59,8 @@ class SqlStore:
                     url = "postgresql+psycopg://" + url[len("postgresql://"):]
                 self.engine = sa.create_engine(url, pool_size=pool_size, max_overflow=16, pool_pre_ping=True)
         except (sa.exc.ArgumentError, ImportError) as exc:
-            raise StoreError(f"cannot use database URL {url!r}: {exc}") from None
+            shown = re.sub(r":[^:/@]*@", ":***@", url)  # start-up errors end up in logs: never the password
+            raise StoreError(f"cannot use database URL {shown!r}: {exc}") from None
         # SQLite has one writer; serialising writers here keeps them from spinning on the file lock.
         self._write_lock = threading.Lock()
 
@@ -324,6 +328,49 @@ class SqlStore:
             rows = self._exec(c, f"{_ROW_SELECT} WHERE {clause} ORDER BY ts, id LIMIT ?", [*params, limit]).fetchall()
         return [UsageRow(*r) for r in rows]
 
+    def analytics_buckets(self, uid: int, lo: int, hi: int, *, hourly: bool) -> AnalyticsBuckets:
+        """Spend sums of [lo, hi) (both on the grain's boundaries) from the narrow rollups, in one snapshot."""
+        grain, width, suffix = ("hour", MS_PER_HOUR, "hourly") if hourly else ("day", MS_PER_DAY, "daily")
+        first, stop = lo // width, hi // width
+        spend_currencies = ", ".join(str(c) for c in SPEND_CURRENCIES)
+        where = f"uid = ? AND {grain} >= ? AND {grain} < ? AND currency IN ({spend_currencies})"
+        params = (uid, first, stop)
+        with self._read() as c:
+            by_currency = self._exec(c, f"SELECT {grain}, currency, SUM(spend) FROM rollup_{suffix} WHERE {where} "
+                                        f"GROUP BY {grain}, currency", params).fetchall()
+            by_sku = self._exec(c, f"SELECT {grain}, sku, currency, spend, units FROM rollup_sku_{suffix} "
+                                   f"WHERE {where}", params).fetchall()
+            by_key = self._exec(c, f"SELECT {grain}, kid, currency, spend, units_milli FROM rollup_key_{suffix} "
+                                   f"WHERE {where}", params).fetchall()
+        return AnalyticsBuckets(
+            by_currency=[(b * width, cur, int(spend)) for b, cur, spend in by_currency],
+            by_sku=[(b * width, sku, cur, spend, units) for b, sku, cur, spend, units in by_sku],
+            by_key=[(b * width, kid, cur, spend, units) for b, kid, cur, spend, units in by_key])
+
+    def keys_by_kid(self, uid: int, kids: Iterable[int]) -> dict[int, ApiKey]:
+        """A user's keys by internal id, revoked ones included (history keeps their names)."""
+        kids = list(kids)
+        if not kids:
+            return {}
+        with self.engine.connect() as c:
+            rows = self._exec(c, f"{_KEY_SELECT} WHERE uid = ? AND kid IN ({', '.join('?' * len(kids))})",
+                              [uid, *kids]).fetchall()
+        return {row[0]: ApiKey(*row) for row in rows}
+
+    def rebuild_rollups(self) -> None:
+        """Recompute every rollup from the rows (`usage-ledger rollups rebuild`)."""
+        with self._write() as c:
+            for rollup in ROLLUPS:
+                for statement in rollup.rebuild_sql():
+                    self._exec(c, statement)
+
+    def rollup_contents(self) -> dict[str, list[tuple]]:
+        """Every rollup's rows, sorted: for checking the maintained rollups against a rebuild."""
+        with self._read() as c:
+            return {r.table: sorted(tuple(row) for row in self._exec(c, f"SELECT {', '.join((*r.keys, *r.values))} "
+                                                                        f"FROM {r.table}"))
+                    for r in ROLLUPS}
+
     def max_row_id(self) -> int:
         with self.engine.connect() as c:
             return self._exec(c, "SELECT COALESCE(MAX(id), 0) FROM usage_rows").scalar_one()
@@ -380,25 +427,12 @@ class SqlWriteTx:
         c.exec_driver_sql(store._sql("INSERT INTO idempotency_keys (uid, key_hash, content_hash) VALUES (?, ?, ?)"),
                           claims)
         balance: dict[tuple, int] = defaultdict(int)
-        hourly: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
-        daily: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
-        by_key: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
         for r in rows:
             balance[(r.uid, r.currency)] += r.amount
-            spend = -r.amount if r.amount < 0 else 0
-            for bucket in (hourly[(r.uid, r.ts // MS_PER_HOUR, r.currency)], daily[(r.uid, r.ts // MS_PER_DAY, r.currency)],
-                           by_key[(r.uid, r.ts // MS_PER_DAY, r.kid or 0, r.currency)]):
-                bucket[0] += 1
-                bucket[1] += spend
         c.exec_driver_sql(store._sql(
             "INSERT INTO balances (uid, currency, amount) VALUES (?, ?, ?) ON CONFLICT (uid, currency) "
             "DO UPDATE SET amount = balances.amount + excluded.amount"), [(*k, v) for k, v in balance.items()])
-        for table, grain, buckets in (("rollup_hourly", "hour", hourly), ("rollup_daily", "day", daily)):
-            c.exec_driver_sql(store._sql(
-                f"INSERT INTO {table} (uid, {grain}, currency, n, spend) VALUES (?, ?, ?, ?, ?) "
-                f"ON CONFLICT (uid, {grain}, currency) DO UPDATE SET n = {table}.n + excluded.n, "
-                f"spend = {table}.spend + excluded.spend"), [(*k, *v) for k, v in buckets.items()])
-        c.exec_driver_sql(store._sql(
-            "INSERT INTO rollup_key_daily (uid, day, kid, currency, n, spend) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (uid, kid, day, currency) DO UPDATE SET n = rollup_key_daily.n + excluded.n, "
-            "spend = rollup_key_daily.spend + excluded.spend"), [(*k, *v) for k, v in by_key.items()])
+        for rollup in ROLLUPS:
+            folded = rollup.fold(rows)
+            if folded:
+                c.exec_driver_sql(store._sql(rollup.upsert_sql()), folded)
