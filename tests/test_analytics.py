@@ -233,3 +233,14 @@ def test_maintained_rollups_equal_a_rebuild(tmp_path_factory, catalog, batches):
         maintained = store.rollup_contents()
         store.rebuild_rollups()
         assert store.rollup_contents() == maintained
+
+
+def test_days_follow_daylight_saving_changes(client, api, user):
+    # New York leaves daylight saving on 2026-11-01: that local day is 25 hours, 04:00Z to 05:00Z the next day.
+    api.record(priced(1, "m-image-unit", "-1", "2026-11-01T03:30:00Z"),   # 10-31 23:30 EDT
+               priced(2, "m-image-unit", "-2", "2026-11-02T04:30:00Z"),   # 11-01 23:30 EST
+               priced(3, "m-image-unit", "-4", "2026-11-02T05:30:00Z"))   # 11-02 00:30 EST
+    body = get(client, user, "startDate=2026-10-30&endDate=2026-11-03&timezone=America/New_York")
+    assert [(d["date"], d["USD"]) for d in body["byDate"]] == [
+        ("2026-10-30", 0), ("2026-10-31", 1), ("2026-11-01", 2), ("2026-11-02", 4), ("2026-11-03", 0)]
+    assert [d["m-image-unit"] for d in body["byModelDaily"]] == [0, 1, 2, 4, 0]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -167,26 +166,14 @@ def _unique(labels: dict[Any, str], suffix) -> dict[Any, str]:
 
 
 def build(r: DayRange, buckets: AnalyticsBuckets, catalog: Catalog, keys: dict[int, ApiKey]) -> dict[str, Any]:
-    bounds = r.bounds
-    n_days = len(r.days)
-
-    def day_of(bucket: int) -> int | None:
-        i = bisect_right(bounds, bucket) - 1
-        return i if 0 <= i < n_days else None
-
-    by_date = [[0, 0] for _ in range(n_days)]  # USD (with bundled credits), DIEM
-    for bucket, currency, spend in buckets.by_currency:
-        i = day_of(bucket)
-        if i is not None:
-            by_date[i][currency == _DIEM] += spend
+    by_date = [[0, 0] for _ in r.days]  # USD (with bundled credits), DIEM
+    for i, currency, spend in buckets.by_currency:
+        by_date[i][currency == _DIEM] += spend
 
     models: dict[str, _Total] = defaultdict(_Total)
     breakdowns: dict[str, dict[str, _Total]] = defaultdict(lambda: defaultdict(_Total))
     model_info: dict[str, tuple[str, str | None, str]] = {}
-    for bucket, sku, currency, spend, units in buckets.by_sku:
-        i = day_of(bucket)
-        if i is None:
-            continue
+    for i, sku, currency, spend, units in buckets.by_sku:
         info = catalog.sku(sku)
         model_id = info.model_id if info else sku
         if model_id not in model_info:
@@ -212,10 +199,8 @@ def build(r: DayRange, buckets: AnalyticsBuckets, catalog: Catalog, keys: dict[i
     top_models, model_daily = _top({names[m]: t for m, t in models.items()}, r)
 
     key_totals: dict[int, _Total] = defaultdict(_Total)
-    for bucket, kid, currency, spend, units_milli in buckets.by_key:
-        i = day_of(bucket)
-        if i is not None:
-            key_totals[kid].add(i, currency, spend, Decimal(units_milli).scaleb(-3))
+    for i, kid, currency, spend, units_milli in buckets.by_key:
+        key_totals[kid].add(i, currency, spend, Decimal(units_milli).scaleb(-3))
     labels = _unique({kid: _key_label(keys.get(kid)) for kid in key_totals},
                      lambda kid: f" ...{keys[kid].last6}" if kid in keys else "")
     by_key = []

@@ -157,8 +157,7 @@ async def usage_analytics(
     body = svc.analytics_cache.get(cache_key)
     if body is None:
         def compute() -> bytes:
-            buckets = svc.store.analytics_buckets(caller.uid, days.bounds[0], days.bounds[-1],
-                                                  hourly=not days.daily_grain)
+            buckets = svc.store.analytics_buckets(caller.uid, days.bounds, hourly=not days.daily_grain)
             keys = svc.store.keys_by_kid(caller.uid, {kid for _, kid, *_ in buckets.by_key if kid})
             return dumps(build(days, buckets, svc.catalog, keys))
 

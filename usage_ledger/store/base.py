@@ -36,10 +36,10 @@ class UsageFilter:
 
 @dataclass(slots=True)
 class AnalyticsBuckets:
-    """Rollup sums for [range start, range end), bucket = start ms of an hour or a UTC day."""
-    by_currency: list[tuple[int, int, int]]  # bucket, currency, spend
-    by_sku: list[tuple[int, str, int, int, int]]  # bucket, sku, currency, spend, units (nano billing units)
-    by_key: list[tuple[int, int, int, int, int]]  # bucket, kid (0 = none), currency, spend, natural units (milli)
+    """Rollup sums per requested day (an index into the day bounds asked for)."""
+    by_currency: list[tuple[int, int, int]]  # day, currency, spend
+    by_sku: list[tuple[int, str, int, int, int]]  # day, sku, currency, spend, units (nano billing units)
+    by_key: list[tuple[int, int, int, int, int]]  # day, kid (0 = none), currency, spend, natural units (milli)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import threading
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 from alembic import command
@@ -328,24 +328,25 @@ class SqlStore:
             rows = self._exec(c, f"{_ROW_SELECT} WHERE {clause} ORDER BY ts, id LIMIT ?", [*params, limit]).fetchall()
         return [UsageRow(*r) for r in rows]
 
-    def analytics_buckets(self, uid: int, lo: int, hi: int, *, hourly: bool) -> AnalyticsBuckets:
-        """Spend sums of [lo, hi) (both on the grain's boundaries) from the narrow rollups, in one snapshot."""
+    def analytics_buckets(self, uid: int, bounds: Sequence[int], *, hourly: bool) -> AnalyticsBuckets:
+        """Spend sums per day, where day i is [bounds[i], bounds[i + 1]) (ms on the grain's boundaries), from the
+        narrow rollups in one snapshot. The database folds hours into days, so only day-sized sums cross over."""
         grain, width, suffix = ("hour", MS_PER_HOUR, "hourly") if hourly else ("day", MS_PER_DAY, "daily")
-        first, stop = lo // width, hi // width
+        cuts = [b // width for b in bounds]
+        day = _interval_index_sql(grain, cuts)
         spend_currencies = ", ".join(str(c) for c in SPEND_CURRENCIES)
         where = f"uid = ? AND {grain} >= ? AND {grain} < ? AND currency IN ({spend_currencies})"
-        params = (uid, first, stop)
+        params = (uid, cuts[0], cuts[-1])
+
+        def grouped(c, columns: str, sums: str, table: str) -> list:
+            return self._exec(c, f"SELECT {day} AS d, {columns}, {sums} FROM {table} WHERE {where} "
+                                 f"GROUP BY d, {columns}", params).fetchall()
+
         with self._read() as c:
-            by_currency = self._exec(c, f"SELECT {grain}, currency, SUM(spend) FROM rollup_{suffix} WHERE {where} "
-                                        f"GROUP BY {grain}, currency", params).fetchall()
-            by_sku = self._exec(c, f"SELECT {grain}, sku, currency, spend, units FROM rollup_sku_{suffix} "
-                                   f"WHERE {where}", params).fetchall()
-            by_key = self._exec(c, f"SELECT {grain}, kid, currency, spend, units_milli FROM rollup_key_{suffix} "
-                                   f"WHERE {where}", params).fetchall()
-        return AnalyticsBuckets(
-            by_currency=[(b * width, cur, int(spend)) for b, cur, spend in by_currency],
-            by_sku=[(b * width, sku, cur, spend, units) for b, sku, cur, spend, units in by_sku],
-            by_key=[(b * width, kid, cur, spend, units) for b, kid, cur, spend, units in by_key])
+            return AnalyticsBuckets(
+                by_currency=grouped(c, "currency", "SUM(spend)", f"rollup_{suffix}"),
+                by_sku=grouped(c, "sku, currency", "SUM(spend), SUM(units)", f"rollup_sku_{suffix}"),
+                by_key=grouped(c, "kid, currency", "SUM(spend), SUM(units_milli)", f"rollup_key_{suffix}"))
 
     def keys_by_kid(self, uid: int, kids: Iterable[int]) -> dict[int, ApiKey]:
         """A user's keys by internal id, revoked ones included (history keeps their names)."""
@@ -374,6 +375,21 @@ class SqlStore:
     def max_row_id(self) -> int:
         with self.engine.connect() as c:
             return self._exec(c, "SELECT COALESCE(MAX(id), 0) FROM usage_rows").scalar_one()
+
+
+def _interval_index_sql(column: str, cuts: list[int]) -> str:
+    """SQL for "which interval [cuts[i], cuts[i + 1]) holds `column`": piecewise arithmetic over runs of equal
+    intervals (days are 24 hours except around daylight-saving changes), so a row costs a branch or two, not one
+    comparison per day."""
+    branches, i = [], 0
+    while i < len(cuts) - 1:
+        step = cuts[i + 1] - cuts[i]
+        j = i + 1
+        while j < len(cuts) - 1 and cuts[j + 1] - cuts[j] == step:
+            j += 1
+        branches.append(f"WHEN {column} < {cuts[j]} THEN {i} + ({column} - {cuts[i]}) / {step}")
+        i = j
+    return "CASE " + " ".join(branches) + " END"
 
 
 def _asdict(key: ApiKey) -> dict:
