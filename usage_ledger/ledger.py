@@ -94,6 +94,7 @@ class WriteTx(Protocol):
     """What the ledger needs from a store inside one write transaction."""
 
     def user_uids(self, user_ids: Iterable[str]) -> dict[str, int]: ...
+    def lock_users(self, uids: Iterable[int]) -> None: ...
     def key_owners(self, key_ids: Iterable[str]) -> dict[str, tuple[int, int]]: ...
     def claimed_keys(self, keys: Iterable[tuple[int, bytes]]) -> dict[tuple[int, bytes], bytes]: ...
     def balances(self, uids: Iterable[int]) -> dict[tuple[int, int], int]: ...
@@ -310,6 +311,9 @@ def record_batch(tx: WriteTx, records: list[Any], catalog: Catalog, now: int | N
             kid = owner[0]
         resolved.append((p, uid, kid))
 
+    # Writers of one user queue behind each other (a no-op where the engine has a single writer), so the keys and
+    # balances read below stay true until this transaction commits.
+    tx.lock_users({uid for _, uid, _ in resolved})
     claimed = tx.claimed_keys({(uid, p.key_hash) for p, uid, _ in resolved})
     balances = tx.balances({uid for _, uid, _ in resolved})
     rows: list[NewRow] = []

@@ -32,8 +32,8 @@ def natural_milli(sku: str, units_nano: int) -> int:
 
 _KEYS: dict[str, tuple[str, Callable]] = {
     "uid": ("uid", lambda r: r.uid),
-    "hour": (f"ts / {MS_PER_HOUR}", lambda r: r.ts // MS_PER_HOUR),
-    "day": (f"ts / {MS_PER_DAY}", lambda r: r.ts // MS_PER_DAY),
+    "hour": (f"ms(ts) / {MS_PER_HOUR}", lambda r: r.ts // MS_PER_HOUR),
+    "day": (f"ms(ts) / {MS_PER_DAY}", lambda r: r.ts // MS_PER_DAY),
     "currency": ("currency", lambda r: r.currency),
     "sku": ("sku", lambda r: r.sku),
     "kid": ("COALESCE(kid, 0)", lambda r: r.kid or 0),  # 0: usage without a key

@@ -1,15 +1,19 @@
 """The SQL store (SQLAlchemy Core): SQLite, the embedded default; PostgreSQL follows with the same statements.
 
-Statements are written once with `?` placeholders and sent through the driver directly (exec_driver_sql), because
-the ingest and page paths are hot and the statements are the same on both engines.
+Statements are written once and sent through the driver directly (exec_driver_sql), because the ingest and page
+paths are hot. They use `?` for a parameter, `@ts` for a timestamp parameter in epoch milliseconds and `ms(col)` to
+read a timestamp back as epoch milliseconds; _translate() turns those into each engine's own SQL (SQLite keeps
+integers, PostgreSQL keeps timestamptz).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections import defaultdict
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -25,17 +29,29 @@ from ..money import SPEND_CURRENCIES
 from .rollups import ROLLUPS
 from .base import AnalyticsBuckets, ApiKey, Conflict, StoreError, UsageFilter, UsageRow, User
 
+_NO_LOCK = contextlib.nullcontext()
 # Bounds of an open range: whole days, so that an unbounded walk needs no raw edge counts.
 MIN_MS = -(10**6) * MS_PER_DAY
 MAX_MS = 10**7 * MS_PER_DAY
 HOURS_PER_DAY = 24
 _IN_CHUNK = 500
 
-_ROW_SELECT = ("SELECT id, ts, sku, price, units, amount, currency, notes, request_id, exec_ms, prompt_tokens, "
+_ROW_SELECT = ("SELECT id, ms(ts), sku, price, units, amount, currency, notes, request_id, exec_ms, prompt_tokens, "
                "completion_tokens FROM usage_rows")
-_KEY_SELECT = ("SELECT kid, id, uid, api_key_type, description, last6, created_at, expires_at, last_used_at, "
-               "revoked_at, limit_usd, limit_diem, limit_vcu, limit_period, model_privacy FROM api_keys")
+_KEY_SELECT = ("SELECT kid, id, uid, api_key_type, description, last6, ms(created_at), ms(expires_at), "
+               "ms(last_used_at), ms(revoked_at), limit_usd, limit_diem, limit_vcu, limit_period, model_privacy FROM api_keys")
 _KEY_FIELDS = {"description", "expires_at", "limit_usd", "limit_diem", "limit_vcu", "limit_period", "model_privacy"}
+
+
+_MS_COLUMN = re.compile(r"ms\((\w+)\)")
+
+
+@lru_cache(maxsize=512)
+def _translate(statement: str, postgres: bool) -> str:
+    if not postgres:
+        return _MS_COLUMN.sub(r"\1", statement).replace("@ts", "?")
+    statement = _MS_COLUMN.sub(r"(EXTRACT(EPOCH FROM \1) * 1000)::bigint", statement)
+    return statement.replace("?", "%s").replace("@ts", "(TIMESTAMPTZ 'epoch' + %s * INTERVAL '1 millisecond')")
 
 
 def _alembic_config(connection: sa.Connection) -> Config:
@@ -83,7 +99,7 @@ class SqlStore:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     def _sql(self, statement: str) -> str:
-        return statement if self.is_sqlite else statement.replace("?", "%s")
+        return _translate(statement, not self.is_sqlite)
 
     def _exec(self, c: sa.Connection, statement: str, params=()) -> sa.CursorResult:
         return c.exec_driver_sql(self._sql(statement), tuple(params))
@@ -113,15 +129,28 @@ class SqlStore:
 
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as c, c.begin():
-            yield c
+        """One snapshot: a page's total and its rows always agree."""
+        with self.engine.connect() as c:
+            if not self.is_sqlite:
+                c = c.execution_options(isolation_level="REPEATABLE READ")
+            with c.begin():
+                yield c
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
-        with self._write_lock, self.engine.connect() as c:
+        # SQLite has one writer: queue here rather than spin on the file lock. PostgreSQL writers run side by side,
+        # serialised per user by lock_users().
+        with self._write_lock if self.is_sqlite else _NO_LOCK, self.engine.connect() as c:
             c = c.execution_options(ledger_write=True)
             with c.begin():
                 yield c
+
+    def _lock_users(self, c: sa.Connection, uids: Iterable[int]) -> None:
+        """PostgreSQL: a transaction-scoped lock per user, taken in id order so that two batches never deadlock."""
+        if not self.is_sqlite:
+            ordered = sorted(set(uids))
+            if ordered:
+                c.exec_driver_sql("SELECT COUNT(pg_advisory_xact_lock(u)) FROM unnest(%s::bigint[]) AS u", (ordered,))
 
     # -- users --------------------------------------------------------------------------------------------------
 
@@ -129,19 +158,22 @@ class SqlStore:
         with self._write() as c:
             if self._exec(c, "SELECT 1 FROM users WHERE user_id = ?", (user_id,)).first():
                 raise Conflict(f"user '{user_id}' exists")
-            self._exec(c, "INSERT INTO users (user_id, name, created_at) VALUES (?, ?, ?)", (user_id, name, now))
+            try:
+                self._exec(c, "INSERT INTO users (user_id, name, created_at) VALUES (?, ?, @ts)", (user_id, name, now))
+            except sa.exc.IntegrityError:
+                raise Conflict(f"user '{user_id}' exists") from None
             uid = self._exec(c, "SELECT uid FROM users WHERE user_id = ?", (user_id,)).scalar_one()
         return User(uid, user_id, name, now)
 
     def get_user(self, user_id: str) -> User | None:
         with self.engine.connect() as c:
-            row = self._exec(c, "SELECT uid, user_id, name, created_at FROM users WHERE user_id = ?", (user_id,)).first()
+            row = self._exec(c, "SELECT uid, user_id, name, ms(created_at) FROM users WHERE user_id = ?", (user_id,)).first()
         return User(*row) if row else None
 
     def list_users(self, offset: int, limit: int) -> tuple[list[User], int]:
         with self._read() as c:
             total = self._exec(c, "SELECT COUNT(*) FROM users").scalar_one()
-            rows = self._exec(c, "SELECT uid, user_id, name, created_at FROM users ORDER BY uid LIMIT ? OFFSET ?",
+            rows = self._exec(c, "SELECT uid, user_id, name, ms(created_at) FROM users ORDER BY uid LIMIT ? OFFSET ?",
                               (limit, offset)).fetchall()
         return [User(*r) for r in rows], total
 
@@ -149,13 +181,14 @@ class SqlStore:
 
     def create_key(self, key: ApiKey, secret_hash: bytes, max_active: int) -> ApiKey:
         with self._write() as c:
+            self._lock_users(c, [key.uid])
             active = self._exec(c, "SELECT COUNT(*) FROM api_keys WHERE uid = ? AND revoked_at IS NULL",
                                 (key.uid,)).scalar_one()
             if active >= max_active:
                 raise Conflict(f"at most {max_active} active API keys per user")
             self._exec(c, "INSERT INTO api_keys (id, uid, secret_hash, api_key_type, description, last6, created_at, "
                           "expires_at, last_used_at, revoked_at, limit_usd, limit_diem, limit_vcu, limit_period, "
-                          "model_privacy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?)",
+                          "model_privacy) VALUES (?, ?, ?, ?, ?, ?, @ts, @ts, NULL, NULL, ?, ?, ?, ?, ?)",
                        (key.id, key.uid, secret_hash, key.api_key_type, key.description, key.last6, key.created_at,
                         key.expires_at, key.limit_usd, key.limit_diem, key.limit_vcu, key.limit_period,
                         key.model_privacy))
@@ -187,7 +220,7 @@ class SqlStore:
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         if changes:
-            assignments = ", ".join(f"{name} = ?" for name in changes)
+            assignments = ", ".join(f"{name} = {'@ts' if name == 'expires_at' else '?'}" for name in changes)
             with self._write() as c:
                 self._exec(c, f"UPDATE api_keys SET {assignments} WHERE uid = ? AND id = ? AND revoked_at IS NULL",
                            [*changes.values(), uid, key_id])
@@ -195,13 +228,13 @@ class SqlStore:
 
     def revoke_key(self, uid: int, key_id: str, now: int) -> bool:
         with self._write() as c:
-            result = self._exec(c, "UPDATE api_keys SET revoked_at = ? WHERE uid = ? AND id = ? AND revoked_at IS NULL",
+            result = self._exec(c, "UPDATE api_keys SET revoked_at = @ts WHERE uid = ? AND id = ? AND revoked_at IS NULL",
                                 (now, uid, key_id))
             return result.rowcount > 0
 
     def touch_key(self, kid: int, now: int) -> None:
         with self._write() as c:
-            self._exec(c, "UPDATE api_keys SET last_used_at = ? WHERE kid = ?", (now, kid))
+            self._exec(c, "UPDATE api_keys SET last_used_at = @ts WHERE kid = ?", (now, kid))
 
     def key_spend_since(self, uid: int, first_day: int) -> dict[tuple[int, int], int]:
         """Debit spend per (kid, currency) from first_day (days since the epoch) on."""
@@ -228,7 +261,7 @@ class SqlStore:
         if f.currency is not None:
             clause += " AND currency = ?"
             params.append(f.currency)
-        return clause + " AND ts >= ? AND ts < ?", [*params, lo, hi]
+        return clause + " AND ts >= @ts AND ts < @ts", [*params, lo, hi]
 
     def _raw_count(self, c: sa.Connection, f: UsageFilter, lo: int, hi: int) -> int:
         clause, params = self._where(f, lo, hi)
@@ -322,7 +355,7 @@ class SqlStore:
         clause += " AND id <= ?"
         params.append(max_id)
         if after is not None:
-            clause += " AND (ts > ? OR id > ?)"
+            clause += " AND (ts > @ts OR id > ?)"
             params += [after[0], after[1]]
         with self.engine.connect() as c:
             rows = self._exec(c, f"{_ROW_SELECT} WHERE {clause} ORDER BY ts, id LIMIT ?", [*params, limit]).fetchall()
@@ -344,9 +377,11 @@ class SqlStore:
 
         with self._read() as c:
             return AnalyticsBuckets(
-                by_currency=grouped(c, "currency", "SUM(spend)", f"rollup_{suffix}"),
-                by_sku=grouped(c, "sku, currency", "SUM(spend), SUM(units)", f"rollup_sku_{suffix}"),
-                by_key=grouped(c, "kid, currency", "SUM(spend), SUM(units_milli)", f"rollup_key_{suffix}"))
+                by_currency=grouped(c, "currency", "CAST(SUM(spend) AS BIGINT)", f"rollup_{suffix}"),
+                by_sku=grouped(c, "sku, currency", "CAST(SUM(spend) AS BIGINT), CAST(SUM(units) AS BIGINT)",
+                               f"rollup_sku_{suffix}"),
+                by_key=grouped(c, "kid, currency", "CAST(SUM(spend) AS BIGINT), CAST(SUM(units_milli) AS BIGINT)",
+                               f"rollup_key_{suffix}"))
 
     def keys_by_kid(self, uid: int, kids: Iterable[int]) -> dict[int, ApiKey]:
         """A user's keys by internal id, revoked ones included (history keeps their names)."""
@@ -410,6 +445,9 @@ class SqlWriteTx:
             out += self._store._exec(self._c, f"{head} ({marks}){tail}", [*params, *chunk]).fetchall()
         return out
 
+    def lock_users(self, uids: Iterable[int]) -> None:
+        self._store._lock_users(self._c, uids)
+
     def user_uids(self, user_ids: Iterable[str]) -> dict[str, int]:
         rows = self._select_in("SELECT user_id, uid FROM users WHERE user_id IN", list(user_ids))
         return dict(rows)
@@ -437,7 +475,7 @@ class SqlWriteTx:
         store, c = self._store, self._c
         c.exec_driver_sql(store._sql(
             "INSERT INTO usage_rows (uid, ts, sku, price, units, amount, currency, notes, request_id, exec_ms, "
-            "prompt_tokens, completion_tokens, kid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            "prompt_tokens, completion_tokens, kid) VALUES (?, @ts, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
             [(r.uid, r.ts, r.sku, r.price, r.units, r.amount, r.currency, r.notes, r.request_id, r.exec_ms,
               r.prompt_tokens, r.completion_tokens, r.kid) for r in rows])
         c.exec_driver_sql(store._sql("INSERT INTO idempotency_keys (uid, key_hash, content_hash) VALUES (?, ?, ?)"),

@@ -8,6 +8,7 @@ import secrets
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = "0001"
 down_revision = None
@@ -16,6 +17,8 @@ depends_on = None
 
 # INTEGER PRIMARY KEY is SQLite's rowid: the cheapest possible key there.
 RowId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# Instants: epoch milliseconds in SQLite, timestamptz in PostgreSQL (the store converts, see store/sql.py).
+Instant = sa.BigInteger().with_variant(postgresql.TIMESTAMP(timezone=True), "postgresql")
 
 
 def upgrade() -> None:
@@ -34,7 +37,7 @@ def upgrade() -> None:
         sa.Column("uid", RowId, primary_key=True),
         sa.Column("user_id", sa.String(128), nullable=False, unique=True),
         sa.Column("name", sa.String(256), nullable=False, server_default=""),
-        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", Instant, nullable=False),
     )
     op.create_table(
         "api_keys",
@@ -45,10 +48,10 @@ def upgrade() -> None:
         sa.Column("api_key_type", sa.String(16), nullable=False),
         sa.Column("description", sa.String(64), nullable=False),
         sa.Column("last6", sa.String(6), nullable=False),
-        sa.Column("created_at", sa.BigInteger(), nullable=False),
-        sa.Column("expires_at", sa.BigInteger(), nullable=True),
-        sa.Column("last_used_at", sa.BigInteger(), nullable=True),
-        sa.Column("revoked_at", sa.BigInteger(), nullable=True),
+        sa.Column("created_at", Instant, nullable=False),
+        sa.Column("expires_at", Instant, nullable=True),
+        sa.Column("last_used_at", Instant, nullable=True),
+        sa.Column("revoked_at", Instant, nullable=True),
         sa.Column("limit_usd", sa.String(32), nullable=True),
         sa.Column("limit_diem", sa.String(32), nullable=True),
         sa.Column("limit_vcu", sa.String(32), nullable=True),
@@ -57,11 +60,17 @@ def upgrade() -> None:
     )
     op.create_index("api_keys_by_user", "api_keys", ["uid", "created_at"])
     # Money and units are integer nano-units (10^-9); ts is epoch milliseconds, UTC.
+    # PostgreSQL: the key starts with the user, so that the table can be distributed by user (docs/POSTGRESQL.md).
+    if op.get_bind().dialect.name == "postgresql":
+        row_key = [sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
+                   sa.PrimaryKeyConstraint("uid", "id")]
+    else:
+        row_key = [sa.Column("id", RowId, primary_key=True)]
     op.create_table(
         "usage_rows",
-        sa.Column("id", RowId, primary_key=True),
+        *row_key,
         sa.Column("uid", sa.BigInteger(), nullable=False),
-        sa.Column("ts", sa.BigInteger(), nullable=False),
+        sa.Column("ts", Instant, nullable=False),
         sa.Column("sku", sa.String(256), nullable=False),
         sa.Column("price", sa.BigInteger(), nullable=False),
         sa.Column("units", sa.BigInteger(), nullable=False),

@@ -17,19 +17,24 @@ depends_on = None
 _SCALE = ("(CASE WHEN sku LIKE '%-mtoken' OR sku LIKE '%-mchar' THEN 1000000 "
           "WHEN sku LIKE '%-kchar' THEN 1000 ELSE 1 END)")
 _SPEND = "SUM(CASE WHEN amount < 0 THEN -amount ELSE 0 END)"
-_BACKFILL = (
-    "DELETE FROM rollup_key_daily",
-    f"INSERT INTO rollup_key_daily (uid, kid, day, currency, n, spend, units_milli) SELECT uid, COALESCE(kid, 0), "
-    f"ts / 86400000, currency, COUNT(*), {_SPEND}, SUM(units / 1000 * {_SCALE} / 1000) FROM usage_rows "
-    f"WHERE amount <= 0 GROUP BY uid, COALESCE(kid, 0), ts / 86400000, currency",
-    f"INSERT INTO rollup_key_hourly (uid, kid, hour, currency, spend, units_milli) SELECT uid, COALESCE(kid, 0), "
-    f"ts / 3600000, currency, {_SPEND}, SUM(units / 1000 * {_SCALE} / 1000) FROM usage_rows WHERE amount <= 0 "
-    f"GROUP BY uid, COALESCE(kid, 0), ts / 3600000, currency",
-    f"INSERT INTO rollup_sku_daily (uid, day, sku, currency, spend, units) SELECT uid, ts / 86400000, sku, currency, "
-    f"{_SPEND}, SUM(units) FROM usage_rows WHERE amount <= 0 GROUP BY uid, ts / 86400000, sku, currency",
-    f"INSERT INTO rollup_sku_hourly (uid, hour, sku, currency, spend, units) SELECT uid, ts / 3600000, sku, currency, "
-    f"{_SPEND}, SUM(units) FROM usage_rows WHERE amount <= 0 GROUP BY uid, ts / 3600000, sku, currency",
-)
+
+
+def _backfill(ms: str) -> tuple[str, ...]:
+    """`ms` reads usage_rows.ts as epoch milliseconds on this engine."""
+    hour, day = f"{ms} / 3600000", f"{ms} / 86400000"
+    return (
+        "DELETE FROM rollup_key_daily",
+        f"INSERT INTO rollup_key_daily (uid, kid, day, currency, n, spend, units_milli) SELECT uid, COALESCE(kid, 0), "
+        f"{day}, currency, COUNT(*), {_SPEND}, SUM(units / 1000 * {_SCALE} / 1000) FROM usage_rows "
+        f"WHERE amount <= 0 GROUP BY uid, COALESCE(kid, 0), {day}, currency",
+        f"INSERT INTO rollup_key_hourly (uid, kid, hour, currency, spend, units_milli) SELECT uid, COALESCE(kid, 0), "
+        f"{hour}, currency, {_SPEND}, SUM(units / 1000 * {_SCALE} / 1000) FROM usage_rows WHERE amount <= 0 "
+        f"GROUP BY uid, COALESCE(kid, 0), {hour}, currency",
+        f"INSERT INTO rollup_sku_daily (uid, day, sku, currency, spend, units) SELECT uid, {day}, sku, currency, "
+        f"{_SPEND}, SUM(units) FROM usage_rows WHERE amount <= 0 GROUP BY uid, {day}, sku, currency",
+        f"INSERT INTO rollup_sku_hourly (uid, hour, sku, currency, spend, units) SELECT uid, {hour}, sku, currency, "
+        f"{_SPEND}, SUM(units) FROM usage_rows WHERE amount <= 0 GROUP BY uid, {hour}, sku, currency",
+    )
 
 
 def _money(name: str) -> sa.Column:
@@ -55,8 +60,9 @@ def upgrade() -> None:
             sa.PrimaryKeyConstraint("uid", grain, "sku", "currency"),
             sqlite_with_rowid=False,
         )
-    for statement in _BACKFILL:
-        op.execute(statement)
+    postgres = op.get_bind().dialect.name == "postgresql"
+    for statement in _backfill("(EXTRACT(EPOCH FROM ts) * 1000)::bigint" if postgres else "ts"):
+        op.execute(sa.text(statement.replace("%", "%%") if postgres else statement))
 
 
 def downgrade() -> None:
