@@ -22,7 +22,7 @@ def catalog() -> Catalog:
 
 def make_settings(tmp_path, **overrides) -> Settings:
     values = dict(database_url=f"sqlite:///{tmp_path / 'ledger.db'}", operator_token=OPERATOR_TOKEN,
-                  auth_failure_limit=0)
+                  auth_failure_limit=0, key_rate_limit_per_minute=0)
     values.update(overrides)
     return Settings(_env_file=None, **values)
 

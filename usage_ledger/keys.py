@@ -105,6 +105,30 @@ class FailedAuthLimiter:
                 self._failures = {a: f for a, f in self._failures.items() if f and f[-1] > now - self.window}
 
 
+class KeyRateLimiter:
+    """Per-key token buckets: `per_minute` requests a minute, with bursts up to the same number. 0 switches it off."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.limit = per_minute
+        self._buckets: dict[int, tuple[float, float]] = {}  # kid -> (tokens, monotonic time of that count)
+        self._lock = threading.Lock()
+
+    def take(self, kid: int) -> tuple[int, int]:
+        """(remaining requests, seconds to wait); a wait above 0 means refused."""
+        if self.limit <= 0:
+            return 0, 0
+        rate = self.limit / 60.0
+        now = time.monotonic()
+        with self._lock:
+            tokens, then = self._buckets.get(kid, (float(self.limit), now))
+            tokens = min(float(self.limit), tokens + (now - then) * rate)
+            if tokens < 1:
+                self._buckets[kid] = (tokens, now)
+                return 0, max(1, int((1 - tokens) / rate + 0.999))
+            self._buckets[kid] = (tokens - 1, now)
+            return int(tokens - 1), 0
+
+
 class LastUsedTracker:
     """lastUsedAt is written at most once per interval per key, never a write per request."""
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .analytics import TtlCache
 from .catalog import Catalog
-from .keys import FailedAuthLimiter, LastUsedTracker
+from .keys import FailedAuthLimiter, KeyRateLimiter, LastUsedTracker
 from .settings import Settings
 from .store.sql import SqlStore
 
@@ -19,6 +19,7 @@ class Services:
     cursor_secret: bytes
     auth_limiter: FailedAuthLimiter
     last_used: LastUsedTracker
+    key_rate: KeyRateLimiter
     analytics_cache: TtlCache
 
     @classmethod
@@ -34,4 +35,5 @@ class Services:
                                            settings.auth_block_seconds),
             last_used=LastUsedTracker(settings.last_used_write_interval_seconds * 1000),
             analytics_cache=TtlCache(settings.analytics_cache_seconds),
+            key_rate=KeyRateLimiter(settings.key_rate_limit_per_minute),
         )

@@ -21,7 +21,10 @@ class Settings(BaseSettings):
     auth_failure_limit: int = 20
     auth_failure_window_seconds: int = 30
     auth_block_seconds: int = 30
+    # Requests a minute per user key on /billing and /api_keys; the operator's ingest is bounded by size instead.
+    key_rate_limit_per_minute: int = 600
     max_body_bytes: int = 8 * 1024 * 1024
+    body_timeout_seconds: float = 30.0
     max_batch_records: int = 1000
     last_used_write_interval_seconds: int = 60
     # API.md §5: analytics answers are cached per (user, parameters); 0 switches the cache off (benchmarks).

@@ -45,12 +45,17 @@ def _address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def _refused_headers(limit: int, wait: int) -> dict[str, str]:
+    """429 headers: Retry-After and the reset in whole seconds, nothing remaining."""
+    return {"Retry-After": str(wait), "x-ratelimit-limit-requests": str(limit),
+            "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": str(wait)}
+
+
 def _guard(request: Request, svc: Services) -> None:
     wait = svc.auth_limiter.retry_after(_address(request))
     if wait:
         raise ApiError(429, {"error": "Too many failed authentication attempts; try again later"},
-                       {"Retry-After": str(wait), "x-ratelimit-limit-requests": str(svc.auth_limiter.limit),
-                        "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": str(wait)})
+                       _refused_headers(svc.auth_limiter.limit, wait))
 
 
 def _fail(request: Request, svc: Services, message: str = "Authentication failed") -> ApiError:
@@ -72,6 +77,10 @@ async def admin_caller(request: Request, svc: ServicesDep) -> Caller:
         raise _fail(request, svc)
     if key.api_key_type != "ADMIN":
         raise _fail(request, svc, "Admin API key required")
+    _, wait = svc.key_rate.take(key.kid)
+    if wait:
+        raise ApiError(429, {"error": "Rate limit exceeded: too many requests for this API key"},
+                       _refused_headers(svc.key_rate.limit, wait))
     if svc.last_used.due(key.kid, key.last_used_at, now):
         await run_in_threadpool(svc.store.touch_key, key.kid, now)
     return Caller(key.uid, key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from decimal import Decimal
@@ -29,17 +30,22 @@ router = APIRouter(prefix="/api/v1/ledger", tags=["Ledger (operator)"], dependen
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes the limit (never buffered past it)."""
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, refused with 413 as soon as it passes the limit (never buffered past it) and with 408 when it
+    trickles in slower than `timeout` seconds in all, so a slow client cannot hold a worker."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, {"error": f"Request body too large (limit {limit} bytes)"})
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, {"error": f"Request body too large (limit {limit} bytes)"})
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, {"error": f"Request body too large (limit {limit} bytes)"})
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, {"error": f"Request body not received within {timeout:g} s"}) from None
     return b"".join(chunks)
 
 
@@ -96,7 +102,7 @@ def ingest(svc: Services, records: list[Any]) -> dict:
                      "records": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"type": "object"}}}}},
                  "application/x-ndjson": {"schema": {"type": "string", "description": "one record per line"}}}}})
 async def post_records(request: Request, svc: ServicesDep) -> Response:
-    body = await read_body(request, svc.settings.max_body_bytes)
+    body = await read_body(request, svc.settings.max_body_bytes, svc.settings.body_timeout_seconds)
     records = parse_records(body, request.headers.get("content-type", ""), svc.settings.max_batch_records)
     return json_response(await run_in_threadpool(ingest, svc, records))
 
