@@ -287,7 +287,8 @@ def test_export_chunks_keep_ties_in_order(api, store):
 @pytest.mark.parametrize("env, args, message", [
     ({}, [], "USAGE_LEDGER_OPERATOR_TOKEN is not set"),
     ({"USAGE_LEDGER_OPERATOR_TOKEN": "short-token"}, [], "USAGE_LEDGER_OPERATOR_TOKEN is too short"),
-    ({"USAGE_LEDGER_OPERATOR_TOKEN": STRONG_TOKEN}, ["--workers", "2"], "needs PostgreSQL"),
+    ({"USAGE_LEDGER_OPERATOR_TOKEN": STRONG_TOKEN, "USAGE_LEDGER_DATABASE_URL": "sqlite:///./ledger.db"},
+     ["--workers", "2"], "needs PostgreSQL"),
     ({"USAGE_LEDGER_OPERATOR_TOKEN": STRONG_TOKEN, "USAGE_LEDGER_DATABASE_URL": "mysql://db"}, [],
      "USAGE_LEDGER_DATABASE_URL"),
     ({"USAGE_LEDGER_OPERATOR_TOKEN": STRONG_TOKEN, "USAGE_LEDGER_CATALOG": "missing.toml"}, [], "catalogue"),
