@@ -87,3 +87,50 @@ def test_a_batch_of_1000_records_is_a_handful_of_statements(pg_store, catalog):
         assert {o.status for o in record_batch(tx, records, catalog)} == {"recorded"}
     # executemany runs pipelined: one call per table, never one per row.
     assert len(statements) < 25, statements
+
+
+def test_serve_with_several_workers_on_postgresql(tmp_path):
+    """`serve --workers 2`: two processes over one database, each answering what the other recorded."""
+    import subprocess
+    import time
+
+    import httpx
+
+    from ledger_process import STRONG_TOKEN, clean_env, cli, free_port
+
+    db = ScratchDatabase()
+    url, port = db.ensure(), free_port()
+    process = subprocess.Popen([*cli(), "serve", "--port", str(port), "--workers", "2"], cwd=tmp_path,
+                               env=clean_env(database_url=url, operator_token=STRONG_TOKEN),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    op = {"Authorization": f"Bearer {STRONG_TOKEN}"}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                assert process.poll() is None, process.stderr.read().decode()
+                try:
+                    if http.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "not serving after 60 s"
+                time.sleep(0.2)
+            assert http.post("/api/v1/ledger/users", json={"userId": "u1"}, headers=op).status_code == 201
+            key = http.post("/api/v1/ledger/users/u1/api_keys", json={"apiKeyType": "ADMIN", "description": ""},
+                            headers=op).json()["data"]["apiKey"]
+            for batch in range(4):  # new connections: spread over both workers
+                records = [{"userId": "u1", "sku": "s", "units": 1, "pricePerUnitUsd": 0.5,
+                            "idempotencyKey": f"{batch}-{i}"} for i in range(100)]
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as fresh:
+                    assert fresh.post("/api/v1/ledger/records", json={"records": records},
+                                      headers=op).json()["recorded"] == 100
+            page = http.get("/api/v1/billing/usage?limit=1", headers={"Authorization": f"Bearer {key}"}).json()
+            assert page["pagination"]["total"] == 400
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        db.drop()
