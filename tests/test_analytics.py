@@ -148,6 +148,7 @@ def test_answers_are_cached_for_ten_minutes_per_user_and_parameters(client, api,
     monkeypatch.setattr(services.store, "analytics_buckets", lambda *a, **k: calls.append(a) or original(*a, **k))
     first = client.get(f"{URL}?{RANGE}", headers=bearer(user["apiKey"]))
     assert first.headers["cache-control"] == "private, max-age=600"
+    assert first.headers["vary"] == "Authorization"
     api.record(priced(1, "m-image-unit", "-1", "2026-10-02T00:00:00Z"))  # ingest never waits on the cache
     second = client.get(f"{URL}?{RANGE}", headers=bearer(user["apiKey"]))
     assert second.content == first.content and len(calls) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from .api import billing, errors, keys, ledger, ops
+from .api import billing, errors, keys, ledger, ops, web
 from .api.metrics import RequestMiddleware
 from .services import Services
 from .settings import Settings
@@ -22,7 +22,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     )
     app.state.services = services
     errors.install(app)
-    for module in (ops, billing, keys, ledger):
+    for module in (ops, billing, keys, ledger, web):
         app.include_router(module.router)
     app.add_middleware(RequestMiddleware)
     app.openapi_schema = None

@@ -190,6 +190,7 @@ def demo(host: HostOption = "127.0.0.1", port: PortOption = 8000, db: DemoFile =
         typer.echo(f"ADMIN API key:  {data.admin_key}")
         typer.echo("Try:")
         typer.echo(f'  curl -H "Authorization: Bearer {data.admin_key}" "{base}/api/v1/billing/usage?limit=5"')
+        typer.echo(f"Dashboard: {base}/ (paste the ADMIN key)")
         if not no_serve:
             _serve(create_app(services), host, port, "usage-ledger demo")
 

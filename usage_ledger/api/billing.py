@@ -45,7 +45,9 @@ async def usage(
     startDate: Annotated[str | None, Query(description=f"Inclusive lower bound: {_DATE_HELP}")] = None,
     endDate: Annotated[str | None, Query(description=f"Inclusive upper bound: {_DATE_HELP}")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Rows per page")] = 200,
-    page: Annotated[int, Query(ge=1, le=10**9, description="Page number, from 1")] = 1,
+    # Any page a client can name is answered (past the end: empty, true totals); 2^53 - 1 is the largest exact
+    # integer of a JSON/JavaScript client.
+    page: Annotated[int, Query(ge=1, le=2**53 - 1, description="Page number, from 1")] = 1,
     sortOrder: Annotated[Literal["asc", "desc"], Query(description="Order of createdAt")] = "desc",
 ) -> Response:
     errors: dict[str, list[str]] = {}
@@ -164,4 +166,6 @@ async def usage_analytics(
         body = await run_in_threadpool(compute)
         svc.analytics_cache.put(cache_key, body)
     return Response(body, media_type="application/json",
-                    headers={"Cache-Control": f"private, max-age={svc.settings.analytics_cache_seconds}"})
+                    # Vary: a browser shared by two users must not serve one the other's cached answer.
+                    headers={"Cache-Control": f"private, max-age={svc.settings.analytics_cache_seconds}",
+                             "Vary": "Authorization"})
