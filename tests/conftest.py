@@ -160,18 +160,24 @@ def post_records(client: TestClient, records: list[dict]) -> dict:
 
 
 @contextmanager
-def app_client(directory, catalog: Catalog | None = None, **overrides) -> Iterator[TestClient]:
-    """A client over its own app and database in `directory`, built with settings overrides (see make_settings)."""
+def app_client(directory, catalog: Catalog | None = None, engine: str = "sqlite", **overrides) -> Iterator[TestClient]:
+    """A client over its own app and database (a file in `directory`, or a scratch PostgreSQL database of its own),
+    built with settings overrides (see make_settings)."""
     directory.mkdir(parents=True, exist_ok=True)
+    scratch = ScratchDatabase() if engine == "postgresql" else None
+    if scratch:
+        overrides["database_url"] = scratch.ensure()
     settings = make_settings(directory, **overrides)
     store = SqlStore(settings.database_url)
-    store.migrate()
     try:
+        store.migrate()
         services = Services.build(settings, store=store, catalog=catalog or Catalog.load())
         with TestClient(create_app(services), raise_server_exceptions=False) as c:
             yield c
     finally:
         store.close()
+        if scratch:
+            scratch.drop()
 
 
 import uuid as _uuid  # noqa: E402  (appended helpers)

@@ -14,7 +14,7 @@ _DATE_ONLY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 # A space where the offset's "+" should be is an unescaped "+" in a query string (API.md §3).
 _DATE_TIME = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?"
-    r"(?:([Zz])|([+\- ])(\d{2}):?(\d{2}))?$"
+    r"(?:([Zz])|([+\- ])(\d{2})(?::?(\d{2}))?)?$"
 )
 
 
@@ -68,7 +68,7 @@ def parse_instant(text: str, *, end_of_day: bool = False) -> int:
         ms = to_ms(dt)
         if m[9]:
             sign = -1 if m[9] == "-" else 1
-            hours, minutes = int(m[10]), int(m[11])
+            hours, minutes = int(m[10]), int(m[11] or 0)  # ISO 8601 allows an hours-only offset: +05
             if hours > 23 or minutes > 59:
                 raise TimeParseError("has an invalid UTC offset")
             ms -= sign * (hours * 60 + minutes) * 60_000

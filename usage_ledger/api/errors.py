@@ -63,4 +63,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
         message = _STATUS_TEXT.get(exc.status_code) or (exc.detail if isinstance(exc.detail, str) else "Error")
+        if exc.status_code == 400:  # FastAPI's "error parsing the body": a 400 is always the DetailedError shape
+            return json_response(invalid(general=[message]).body, 400, getattr(exc, "headers", None))
         return json_response({"error": message}, exc.status_code, getattr(exc, "headers", None))

@@ -50,7 +50,8 @@ _MS_COLUMN = re.compile(r"ms\((\w+)\)")
 def _translate(statement: str, postgres: bool) -> str:
     if not postgres:
         return _MS_COLUMN.sub(r"\1", statement).replace("@ts", "?")
-    statement = _MS_COLUMN.sub(r"(EXTRACT(EPOCH FROM \1) * 1000)::bigint", statement)
+    # psycopg reads % as a placeholder: a literal one (LIKE '%-mtoken' in the rollup rebuild) is written %%.
+    statement = _MS_COLUMN.sub(r"(EXTRACT(EPOCH FROM \1) * 1000)::bigint", statement).replace("%", "%%")
     return statement.replace("?", "%s").replace("@ts", "(TIMESTAMPTZ 'epoch' + %s * INTERVAL '1 millisecond')")
 
 
