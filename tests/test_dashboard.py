@@ -14,9 +14,7 @@ import base64
 import json
 import os
 import re
-import socket
 import subprocess
-import sys
 import time
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -25,6 +23,8 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+
+from ledger_process import clean_env, cli, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -50,30 +50,19 @@ SECTIONS = ("balances", *ANALYTICS_SECTIONS, "usage", "apikeys")
 
 # -- the server and the browser -------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _command() -> list[str]:
-    script = Path(sys.executable).parent / "usage-ledger"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "usage_ledger.cli"]
-
-
 class DemoServer:
     def __init__(self, cwd: Path) -> None:
-        self.cwd, self.port = cwd, _free_port()
+        self.cwd, self.port = cwd, free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
         self.admin_key = ""
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("USAGE_LEDGER_")}
+        env = clean_env()
         out_path, err_path = self.cwd / "stdout.txt", self.cwd / "stderr.txt"
         # Files, not pipes: nobody drains a pipe while the server logs.
         with out_path.open("wb") as out, err_path.open("wb") as err:
-            self.process = subprocess.Popen([*_command(), "demo", "--port", str(self.port)], cwd=self.cwd, env=env,
+            self.process = subprocess.Popen([*cli(), "demo", "--port", str(self.port)], cwd=self.cwd, env=env,
                                             stdout=out, stderr=err)
         deadline = time.monotonic() + START_TIMEOUT_S
         while f"serving on {self.base}" not in out_path.read_text():

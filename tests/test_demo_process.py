@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from decimal import Decimal
@@ -17,6 +14,7 @@ import httpx
 import pytest
 
 from conftest import exact_body, make_settings
+from ledger_process import clean_env, cli, free_port
 from usage_ledger import demo
 from usage_ledger.services import Services
 from usage_ledger.store.base import UsageFilter
@@ -27,26 +25,14 @@ START_TIMEOUT_S = 60
 STRONG_TOKEN = "process-test-operator-token-0123456789"
 
 
-def command() -> list[str]:
-    """The console script the README gives, from this interpreter's environment."""
-    script = Path(sys.executable).parent / "usage-ledger"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "usage_ledger.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def running(args: list[str], cwd: Path, env: dict[str, str], port: int) -> Iterator[str]:
     """Starts the command, yields its stdout once it says it is serving on `port`, and always stops it."""
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("USAGE_LEDGER_")}
+    base_env = clean_env()
     out_path, err_path = cwd / "stdout.txt", cwd / "stderr.txt"
     # Files, not pipes: nobody drains a pipe while the server logs, and a full pipe would stall it.
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        process = subprocess.Popen([*command(), *args, "--port", str(port)], cwd=cwd, env={**base_env, **env},
+        process = subprocess.Popen([*cli(), *args, "--port", str(port)], cwd=cwd, env={**base_env, **env},
                                    stdout=out, stderr=err)
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
