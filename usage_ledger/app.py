@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from .api import billing, errors, keys, ledger, ops, web
+from .api import limits
 from .api.metrics import RequestMiddleware
 from .services import Services
 from .settings import Settings
@@ -24,6 +25,8 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     errors.install(app)
     for module in (ops, billing, keys, ledger, web):
         app.include_router(module.router)
+    app.add_middleware(limits.BodyLimit, max_bytes=services.settings.max_body_bytes,
+                       timeout=services.settings.body_timeout_seconds)
     app.add_middleware(RequestMiddleware)
     app.openapi_schema = None
     _bearer_security(app)
@@ -45,6 +48,7 @@ def _bearer_security(app: FastAPI) -> None:
             if path.startswith("/api/v1/"):
                 for operation in operations.values():
                     operation["security"] = [{"BearerAuth": []}]
+        limits.document(schema)  # 408 and 413 wherever a body is taken
         return schema
 
     app.openapi = openapi

@@ -130,6 +130,8 @@ def _string(record: dict, name: str, *, required: bool = False, max_len: int = M
         raise RecordError(f"{name} must be a non-empty string" if required else f"{name} must be a string")
     if len(value) > max_len:
         raise RecordError(f"{name} is longer than {max_len} characters")
+    if "\x00" in value:  # PostgreSQL text cannot hold it: refused on both engines alike
+        raise RecordError(f"{name} must not contain NUL characters")
     return value
 
 

@@ -59,7 +59,8 @@ def dumps(body) -> bytes:
 def _text_cell(value: str | None) -> str:
     if value is None:
         return ""
-    return "'" + value if value.startswith(_FORMULA_PREFIXES) else value
+    # Quotes the value itself begins with are looked past, so that the re-import tells "'=x" from a guarded "=x".
+    return "'" + value if value.lstrip("'").startswith(_FORMULA_PREFIXES) else value
 
 
 def _int_cell(value: int | None) -> str:
@@ -92,8 +93,8 @@ def csv_text(rows: Iterable[UsageRow]) -> str:
 
 
 def strip_formula_guard(value: str) -> str:
-    """The inverse of the export's guard, for re-import: "'=x" → "=x"."""
-    if len(value) > 1 and value[0] == "'" and value[1] in "=+-@\t\r":
+    """The inverse of the export's guard, for re-import: "'=x" → "=x", "''=x" → "'=x"."""
+    if value.startswith("'") and value.lstrip("'").startswith(_FORMULA_PREFIXES):
         return value[1:]
     return value
 
@@ -170,6 +171,8 @@ def decode_cursor(text: str, secret: bytes, *, uid: int, now: int, max_age_ms: i
         raw = _unb64(text)
     except (binascii.Error, ValueError):
         raise CursorError("is not a valid cursor") from None
+    if _b64(raw) != text:  # one spelling per cursor: no spare bits flipped, no characters the decoder skips
+        raise CursorError("is not a valid cursor")
     mac, payload = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
     if len(mac) != _MAC_BYTES or not hmac.compare_digest(mac, hmac.new(secret, payload, hashlib.sha256).digest()[:_MAC_BYTES]):
         raise CursorError("is not a valid cursor")

@@ -23,6 +23,7 @@ from .errors import ApiError, invalid, json_response, not_found
 
 router = APIRouter(prefix="/api/v1", tags=["API Keys"])
 
+NO_NUL = r"^[^\x00]*$"  # text PostgreSQL can store: a NUL character is a 400, on both engines
 _EXPIRES = r"^$|^\d{4}-\d{2}-\d{2}$|^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$"
 
 
@@ -36,7 +37,7 @@ class LimitsIn(BaseModel):
 class CreateKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
     apiKeyType: Literal["INFERENCE", "ADMIN"]
-    description: Annotated[str, Field(max_length=64)]
+    description: Annotated[str, Field(max_length=64, pattern=NO_NUL)]
     consumptionLimit: LimitsIn | None = None
     limitPeriod: Literal["EPOCH", "MONTH", "LIFETIME"] = "EPOCH"
     modelPrivacy: Literal["ALL", "PRIVATE_TEXT", "PRIVATE_ONLY"] = "ALL"
@@ -46,7 +47,7 @@ class CreateKey(BaseModel):
 class UpdateKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
-    description: Annotated[str | None, Field(max_length=64)] = None
+    description: Annotated[str | None, Field(max_length=64, pattern=NO_NUL)] = None
     consumptionLimit: LimitsIn | None = None
     limitPeriod: Literal["EPOCH", "MONTH", "LIFETIME"] | None = None
     modelPrivacy: Literal["ALL", "PRIVATE_TEXT", "PRIVATE_ONLY"] | None = None

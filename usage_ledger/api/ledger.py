@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from decimal import Decimal
@@ -22,31 +21,12 @@ from . import schemas
 from .billing import balance_json
 from .deps import OperatorDep, ServicesDep
 from .errors import ApiError, invalid, json_response, not_found
-from .keys import CreateKey, create_key_for
+from .keys import NO_NUL, CreateKey, create_key_for
 from .metrics import ROWS_INGESTED
 
 router = APIRouter(prefix="/api/v1/ledger", tags=["Ledger (operator)"], dependencies=[OperatorDep])
 
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
-
-
-async def read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The body, refused with 413 as soon as it passes the limit (never buffered past it) and with 408 when it
-    trickles in slower than `timeout` seconds in all, so a slow client cannot hold a worker."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, {"error": f"Request body too large (limit {limit} bytes)"})
-    chunks, size = [], 0
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise ApiError(413, {"error": f"Request body too large (limit {limit} bytes)"})
-                chunks.append(chunk)
-    except TimeoutError:
-        raise ApiError(408, {"error": f"Request body not received within {timeout:g} s"}) from None
-    return b"".join(chunks)
 
 
 def _loads(data: bytes | str) -> Any:
@@ -61,7 +41,8 @@ def parse_records(body: bytes, content_type: str, max_records: int) -> list[Any]
             text = body.decode()
         except UnicodeDecodeError:
             raise invalid(general=["body is not UTF-8"]) from None
-        lines = [line for line in text.splitlines() if line.strip()]
+        # Split on "\n" only: splitlines() would also cut at U+2028, U+0085, ... which JSON strings may hold raw.
+        lines = [line for line in text.split("\n") if line.strip()]
         if not lines:
             raise invalid({"records": ["no records: send 1 to 1000 NDJSON lines"]})
         if len(lines) > max_records:
@@ -102,9 +83,12 @@ def ingest(svc: Services, records: list[Any]) -> dict:
                      "records": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"type": "object"}}}}},
                  "application/x-ndjson": {"schema": {"type": "string", "description": "one record per line"}}}}})
 async def post_records(request: Request, svc: ServicesDep) -> Response:
-    body = await read_body(request, svc.settings.max_body_bytes, svc.settings.body_timeout_seconds)
+    body = await request.body()  # bounded in size and time by api/limits.py, as every body is
     records = parse_records(body, request.headers.get("content-type", ""), svc.settings.max_batch_records)
     return json_response(await run_in_threadpool(ingest, svc, records))
+
+
+_CREDIT_ERRORS = (("unknown userId", "userId"), ("idempotency key", "idempotencyKey"))
 
 
 class CreditIn(BaseModel):
@@ -122,16 +106,17 @@ async def post_credit(body: CreditIn, svc: ServicesDep) -> Response:
     record = credit_record(body.userId, body.currency, body.amount, body.notes, body.idempotencyKey)
     result = (await run_in_threadpool(ingest, svc, [record]))["results"][0]
     if result["status"] == "error":
-        field = "userId" if "userId" in result["error"] else "idempotencyKey" if "idempotency" in result["error"] \
-            else "amount"
-        raise invalid({field: [result["error"]]})
+        # The body was validated above: what the ledger can still refuse is the user, a reused key, or the amount.
+        error = result["error"]
+        field = next((f for prefix, f in _CREDIT_ERRORS if error.startswith(prefix)), "amount")
+        raise invalid({field: [error]})
     return json_response({"status": result["status"]})
 
 
 class UserIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     userId: Annotated[str | None, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")] = None
-    name: Annotated[str, Field(max_length=256)] = ""
+    name: Annotated[str, Field(max_length=256, pattern=NO_NUL)] = ""
 
 
 def user_json(user: User) -> dict:

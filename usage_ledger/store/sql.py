@@ -167,6 +167,8 @@ class SqlStore:
         return User(uid, user_id, name, now)
 
     def get_user(self, user_id: str) -> User | None:
+        if "\x00" in user_id:  # no stored id holds NUL (PostgreSQL text cannot): not found, on both engines
+            return None
         with self.engine.connect() as c:
             row = self._exec(c, "SELECT uid, user_id, name, ms(created_at) FROM users WHERE user_id = ?", (user_id,)).first()
         return User(*row) if row else None
@@ -212,6 +214,8 @@ class SqlStore:
             return [ApiKey(*r) for r in self._exec(c, statement, params)]
 
     def get_key(self, uid: int, key_id: str) -> ApiKey | None:
+        if "\x00" in key_id:  # as in get_user
+            return None
         with self.engine.connect() as c:
             row = self._exec(c, _KEY_SELECT + " WHERE uid = ? AND id = ? AND revoked_at IS NULL", (uid, key_id)).first()
         return ApiKey(*row) if row else None
@@ -220,6 +224,8 @@ class SqlStore:
         unknown = set(changes) - _KEY_FIELDS
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
+        if "\x00" in key_id:  # as in get_user
+            return None
         if changes:
             assignments = ", ".join(f"{name} = {'@ts' if name == 'expires_at' else '?'}" for name in changes)
             with self._write() as c:
@@ -228,6 +234,8 @@ class SqlStore:
         return self.get_key(uid, key_id)
 
     def revoke_key(self, uid: int, key_id: str, now: int) -> bool:
+        if "\x00" in key_id:  # as in get_user
+            return False
         with self._write() as c:
             result = self._exec(c, "UPDATE api_keys SET revoked_at = @ts WHERE uid = ? AND id = ? AND revoked_at IS NULL",
                                 (now, uid, key_id))
