@@ -117,8 +117,9 @@ class _Server(uvicorn.Server):
             typer.echo(self.announce)
 
 
-def _serve(asgi: FastAPI, host: str, port: int, name: str) -> None:
-    server = _Server(uvicorn.Config(asgi, host=host, port=port), f"{name} serving on http://{host}:{port}")
+def _serve(asgi: FastAPI, host: str, port: int, name: str, access_log: bool = False) -> None:
+    server = _Server(uvicorn.Config(asgi, host=host, port=port, access_log=access_log),
+                     f"{name} serving on http://{host}:{port}")
     server.run()
     if not server.started:  # uvicorn has logged why (a port in use, ...)
         raise typer.Exit(1)
@@ -128,11 +129,14 @@ HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
 DemoFile = Annotated[Path, typer.Option("--db", help="Demo database file, replaced on each run.")]
 NoServe = Annotated[bool, typer.Option("--no-serve", help="Build the demo and print how to use it, do not serve.")]
+# Off by default: a log line per request cost a quarter of the server's time in the benchmark; /metrics counts them.
+AccessLog = Annotated[bool, typer.Option("--access-log", help="Log every request (uvicorn's access log).")]
 
 
 @app.command()
 def serve(host: HostOption = "127.0.0.1", port: PortOption = 8000,
-          workers: Annotated[int, typer.Option(min=1, help="Processes; above 1 needs PostgreSQL.")] = 1) -> None:
+          workers: Annotated[int, typer.Option(min=1, help="Processes; above 1 needs PostgreSQL.")] = 1,
+          access_log: AccessLog = False) -> None:
     """Apply pending migrations, then serve the API."""
     with _startup():
         settings = Settings()
@@ -141,9 +145,10 @@ def serve(host: HostOption = "127.0.0.1", port: PortOption = 8000,
         settings.require_operator_token()
     with _services(settings) as services:
         if workers > 1:  # each worker process builds its own services from the same environment
-            uvicorn.run("usage_ledger.app:create_app", factory=True, host=host, port=port, workers=workers)
+            uvicorn.run("usage_ledger.app:create_app", factory=True, host=host, port=port, workers=workers,
+                        access_log=access_log)
         else:
-            _serve(create_app(services), host, port, "usage-ledger")
+            _serve(create_app(services), host, port, "usage-ledger", access_log)
 
 
 def _revision(store: SqlStore) -> str | None:

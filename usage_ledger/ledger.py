@@ -282,8 +282,16 @@ def choose_currency(prepared: Prepared, balance_of) -> str:
     return "USD"
 
 
-def record_batch(tx: WriteTx, records: list[Any], catalog: Catalog, now: int | None = None) -> list[Outcome]:
-    """Record a batch inside one write transaction; one bad record never fails its neighbours."""
+@dataclass(slots=True)
+class PreparedBatch:
+    """A batch validated and priced, waiting for its write transaction."""
+    outcomes: list[Outcome | None]  # set for the records refused already
+    ready: list[Prepared]
+
+
+def prepare_batch(records: list[Any], catalog: Catalog, now: int | None = None) -> PreparedBatch:
+    """Validation, pricing and hashing, which need no database: done before the write transaction, so that one
+    request's parsing overlaps another's commit."""
     now = now_ms() if now is None else now
     outcomes: list[Outcome | None] = [None] * len(records)
     ready: list[Prepared] = []
@@ -295,7 +303,17 @@ def record_batch(tx: WriteTx, records: list[Any], catalog: Catalog, now: int | N
             ready.append(prepare(record, i, catalog, now))
         except RecordError as exc:
             outcomes[i] = Outcome(i, "error", str(exc))
+    return PreparedBatch(outcomes, ready)
 
+
+def record_batch(tx: WriteTx, records: list[Any], catalog: Catalog, now: int | None = None) -> list[Outcome]:
+    """Record a batch inside one write transaction; one bad record never fails its neighbours."""
+    return write_batch(tx, prepare_batch(records, catalog, now))
+
+
+def write_batch(tx: WriteTx, batch: PreparedBatch) -> list[Outcome]:
+    """The database half of record_batch: users, keys, idempotency, spend order, rows."""
+    outcomes, ready = list(batch.outcomes), batch.ready
     uids = tx.user_uids({p.user_id for p in ready})
     keys = tx.key_owners({p.api_key_id for p in ready if p.api_key_id is not None})
     resolved: list[tuple[Prepared, int, int | None]] = []

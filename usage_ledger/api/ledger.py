@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from ..ledger import MAX_NOTES, RecordError, credit_record, record_batch
+from ..ledger import MAX_NOTES, RecordError, credit_record, prepare_batch, write_batch
 from ..services import Services
 from ..store.base import Conflict, User
 from ..timeutil import iso_ms, now_ms
@@ -67,8 +67,9 @@ def parse_records(body: bytes, content_type: str, max_records: int) -> list[Any]
 
 
 def ingest(svc: Services, records: list[Any]) -> dict:
+    batch = prepare_batch(records, svc.catalog)
     with svc.store.write() as tx:
-        outcomes = record_batch(tx, records, svc.catalog)
+        outcomes = write_batch(tx, batch)
     counts = {status: sum(1 for o in outcomes if o.status == status) for status in ("recorded", "duplicate", "error")}
     ROWS_INGESTED.inc(counts["recorded"])
     return {"results": [o.as_json() for o in outcomes], "recorded": counts["recorded"],

@@ -6,9 +6,9 @@ from the rows with the same expressions (rebuild_sql), so the two can be checked
 
 from __future__ import annotations
 
-from collections import defaultdict
+from operator import itemgetter
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 from ..timeutil import MS_PER_DAY, MS_PER_HOUR
 
@@ -30,20 +30,27 @@ def natural_milli(sku: str, units_nano: int) -> int:
     return units_nano // 1000 * unit_scale(sku) // 1000
 
 
-_KEYS: dict[str, tuple[str, Callable]] = {
-    "uid": ("uid", lambda r: r.uid),
-    "hour": (f"ms(ts) / {MS_PER_HOUR}", lambda r: r.ts // MS_PER_HOUR),
-    "day": (f"ms(ts) / {MS_PER_DAY}", lambda r: r.ts // MS_PER_DAY),
-    "currency": ("currency", lambda r: r.currency),
-    "sku": ("sku", lambda r: r.sku),
-    "kid": ("COALESCE(kid, 0)", lambda r: r.kid or 0),  # 0: usage without a key
+# Each key and value: its SQL over usage_rows (for rebuilds) and its position in fields() (for ingest).
+_KEYS: dict[str, tuple[str, int]] = {
+    "uid": ("uid", 0),
+    "hour": (f"ms(ts) / {MS_PER_HOUR}", 1),
+    "day": (f"ms(ts) / {MS_PER_DAY}", 2),
+    "currency": ("currency", 3),
+    "sku": ("sku", 4),
+    "kid": ("COALESCE(kid, 0)", 5),  # 0: usage without a key
 }
-_VALUES: dict[str, tuple[str, Callable]] = {
-    "n": ("COUNT(*)", lambda r: 1),
-    "spend": ("SUM(CASE WHEN amount < 0 THEN -amount ELSE 0 END)", lambda r: -r.amount if r.amount < 0 else 0),
-    "units": ("SUM(units)", lambda r: r.units),
-    "units_milli": (f"SUM(units / 1000 * {_SCALE_SQL} / 1000)", lambda r: natural_milli(r.sku, r.units)),
+_VALUES: dict[str, tuple[str, int]] = {
+    "n": ("COUNT(*)", 6),
+    "spend": ("SUM(CASE WHEN amount < 0 THEN -amount ELSE 0 END)", 7),
+    "units": ("SUM(units)", 8),
+    "units_milli": (f"SUM(units / 1000 * {_SCALE_SQL} / 1000)", 9),
 }
+
+
+def fields(row) -> tuple:
+    """Everything any rollup keys or sums a row by, computed once per row (the values mirror _VALUES' SQL)."""
+    return (row.uid, row.ts // MS_PER_HOUR, row.ts // MS_PER_DAY, row.currency, row.sku, row.kid or 0, 1,
+            -row.amount if row.amount < 0 else 0, row.units, natural_milli(row.sku, row.units))
 
 
 @dataclass(frozen=True)
@@ -53,16 +60,21 @@ class Rollup:
     values: tuple[str, ...]
     debits_only: bool  # credits and refunds are not usage: left out of the spend-by-model/key rollups
 
-    def fold(self, rows: Iterable) -> list[tuple]:
-        key_fns = [_KEYS[k][1] for k in self.keys]
-        value_fns = [_VALUES[v][1] for v in self.values]
-        sums: dict[tuple, list[int]] = defaultdict(lambda: [0] * len(value_fns))
-        for row in rows:
-            if self.debits_only and row.amount > 0:
+    def fold(self, rows: Iterable[tuple], debit: Iterable[bool]) -> list[tuple]:
+        """Sums of `rows` (each a fields() tuple) by this rollup's keys, as upsert parameters."""
+        key_of = itemgetter(*(_KEYS[k][1] for k in self.keys))
+        positions = [_VALUES[v][1] for v in self.values]
+        sums: dict[tuple, list[int]] = {}
+        for row, is_debit in zip(rows, debit):
+            if self.debits_only and not is_debit:
                 continue
-            bucket = sums[tuple(f(row) for f in key_fns)]
-            for i, f in enumerate(value_fns):
-                bucket[i] += f(row)
+            key = key_of(row)
+            bucket = sums.get(key)
+            if bucket is None:
+                sums[key] = [row[i] for i in positions]
+            else:
+                for j, i in enumerate(positions):
+                    bucket[j] += row[i]
         return [(*key, *values) for key, values in sums.items()]
 
     def upsert_sql(self) -> str:

@@ -26,7 +26,7 @@ from alembic.script import ScriptDirectory
 from ..ledger import NewRow
 from ..timeutil import MS_PER_DAY, MS_PER_HOUR
 from ..money import SPEND_CURRENCIES
-from .rollups import ROLLUPS
+from .rollups import ROLLUPS, fields
 from .base import AnalyticsBuckets, ApiKey, Conflict, StoreError, UsageFilter, UsageRow, User
 
 _NO_LOCK = contextlib.nullcontext()
@@ -68,7 +68,8 @@ class SqlStore:
         self.is_sqlite = url.startswith("sqlite")
         try:
             if self.is_sqlite:
-                self.engine = sa.create_engine(url, pool_size=pool_size, max_overflow=16,
+                # As many connections as the server's worker threads (anyio's 40), so none is opened per request.
+                self.engine = sa.create_engine(url, pool_size=pool_size, max_overflow=40,
                                                connect_args={"check_same_thread": False, "timeout": 30})
                 self._install_sqlite_hooks()
             else:
@@ -90,6 +91,8 @@ class SqlStore:
             cursor.execute("PRAGMA journal_mode=WAL")
             # A batch answered `recorded` must survive a power cut; one sync per batch is cheap.
             cursor.execute("PRAGMA synchronous=FULL")
+            # Checkpoint the WAL every ~40 MB rather than every 4 MB: measured +15% ingest (bench/results notes).
+            cursor.execute("PRAGMA wal_autocheckpoint=10000")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
@@ -285,7 +288,7 @@ class SqlStore:
             clause += " AND currency = ?"
             params.append(f.currency)
         rows = self._exec(c, f"SELECT {grain}, SUM(n) FROM {table} WHERE {clause} AND {grain} >= ? AND {grain} < ? "
-                             f"GROUP BY {grain} ORDER BY {grain}", [*params, first, stop])
+                             f"GROUP BY {grain} ORDER BY {grain}", [*params, first, stop]).fetchall()
         return [(b * width, (b + 1) * width, int(n)) for b, n in rows if n]
 
     def _hours(self, c, f, first, stop):
@@ -495,7 +498,9 @@ class SqlWriteTx:
         c.exec_driver_sql(store._sql(
             "INSERT INTO balances (uid, currency, amount) VALUES (?, ?, ?) ON CONFLICT (uid, currency) "
             "DO UPDATE SET amount = balances.amount + excluded.amount"), [(*k, v) for k, v in balance.items()])
+        folded_rows = [fields(r) for r in rows]
+        debits = [r.amount <= 0 for r in rows]  # credits and refunds are not usage
         for rollup in ROLLUPS:
-            folded = rollup.fold(rows)
+            folded = rollup.fold(folded_rows, debits)
             if folded:
                 c.exec_driver_sql(store._sql(rollup.upsert_sql()), folded)
