@@ -119,12 +119,13 @@ def resolve_range(lookback: str | None, start: str | None, end: str | None, zone
 
 @dataclass
 class _Total:
+    """Integer sums (nano-units; natural units in billionths), turned into decimals once, when rendered."""
     usd: int = 0
     diem: int = 0
-    units: Decimal = Decimal(0)
+    units: int = 0
     daily: dict[int, int] = field(default_factory=lambda: defaultdict(int))
 
-    def add(self, day: int, currency: int, spend: int, units: Decimal) -> None:
+    def add(self, day: int, currency: int, spend: int, units: int) -> None:
         if currency == _DIEM:
             self.diem += spend
         else:
@@ -138,6 +139,7 @@ class _Total:
 
 
 def _money(n: int) -> Decimal:
+    """Billionths (nano-units of money, or of natural units) as the exact decimal they are."""
     return nano_to_decimal(n)
 
 
@@ -173,15 +175,20 @@ def build(r: DayRange, buckets: AnalyticsBuckets, catalog: Catalog, keys: dict[i
     models: dict[str, _Total] = defaultdict(_Total)
     breakdowns: dict[str, dict[str, _Total]] = defaultdict(lambda: defaultdict(_Total))
     model_info: dict[str, tuple[str, str | None, str]] = {}
+    sku_info: dict[str, tuple[str, str, int]] = {}  # sku -> model id, breakdown type, unit scale
     for i, sku, currency, spend, units in buckets.by_sku:
-        info = catalog.sku(sku)
-        model_id = info.model_id if info else sku
-        if model_id not in model_info:
-            model_info[model_id] = ((info.model_name, info.model_type, info.unit_type) if info
-                                    else (sku, None, _unit_type(sku)))
-        natural = nano_to_decimal(units * unit_scale(sku))
+        known = sku_info.get(sku)
+        if known is None:
+            info = catalog.sku(sku)
+            model_id = info.model_id if info else sku
+            known = sku_info[sku] = (model_id, info.breakdown if info else "Usage", unit_scale(sku))
+            if model_id not in model_info:
+                model_info[model_id] = ((info.model_name, info.model_type, info.unit_type) if info
+                                        else (sku, None, _unit_type(sku)))
+        model_id, kind, scale = known
+        natural = units * scale  # billionths of a token, character, second or image
         models[model_id].add(i, currency, spend, natural)
-        breakdowns[model_id][info.breakdown if info else "Usage"].add(i, currency, spend, natural)
+        breakdowns[model_id][kind].add(i, currency, spend, natural)
     names = _unique({m: model_info[m][0] for m in models}, lambda m: f" ({m})")
     by_model = []
     for model_id in sorted(models, key=lambda m: (-models[m].spend, names[m])):
@@ -189,18 +196,18 @@ def build(r: DayRange, buckets: AnalyticsBuckets, catalog: Catalog, keys: dict[i
         _, model_type, unit_type = model_info[model_id]
         entry: dict[str, Any] = {"modelName": names[model_id], "unitType": unit_type, "modelType": model_type,
                                  "totalUsd": _money(total.usd), "totalDiem": _money(total.diem),
-                                 "totalUnits": total.units.normalize()}
+                                 "totalUnits": _money(total.units)}
         parts = breakdowns[model_id]
         if len(parts) > 1:
             entry["breakdown"] = [{"type": kind, "usd": _money(p.usd), "diem": _money(p.diem),
-                                   "units": p.units.normalize()}
+                                   "units": _money(p.units)}
                                   for kind, p in sorted(parts.items(), key=lambda kv: (-kv[1].spend, kv[0]))]
         by_model.append(entry)
     top_models, model_daily = _top({names[m]: t for m, t in models.items()}, r)
 
     key_totals: dict[int, _Total] = defaultdict(_Total)
     for i, kid, currency, spend, units_milli in buckets.by_key:
-        key_totals[kid].add(i, currency, spend, Decimal(units_milli).scaleb(-3))
+        key_totals[kid].add(i, currency, spend, units_milli * 1_000_000)
     labels = _unique({kid: _key_label(keys.get(kid)) for kid in key_totals},
                      lambda kid: f" ...{keys[kid].last6}" if kid in keys else "")
     by_key = []
@@ -209,7 +216,7 @@ def build(r: DayRange, buckets: AnalyticsBuckets, catalog: Catalog, keys: dict[i
         key = keys.get(kid)
         by_key.append({"apiKeyId": key.id if key else None, "description": labels[kid],
                        "totalUsd": _money(total.usd), "totalDiem": _money(total.diem),
-                       "totalUnits": total.units.normalize()})
+                       "totalUnits": _money(total.units)})
     top_keys, key_daily = _top({labels[k]: t for k, t in key_totals.items()}, r)
 
     return {

@@ -383,17 +383,19 @@ class SqlStore:
         where = f"uid = ? AND {grain} >= ? AND {grain} < ? AND currency IN ({spend_currencies})"
         params = (uid, cuts[0], cuts[-1])
 
-        def grouped(c, columns: str, sums: str, table: str) -> list:
+        def grouped(c, columns: str, values: tuple[str, ...], table: str) -> list:
+            if not hourly:  # one rollup row per (day, columns) already: nothing to add up
+                return self._exec(c, f"SELECT {day}, {columns}, {', '.join(values)} FROM {table} WHERE {where}",
+                                  params).fetchall()
+            sums = ", ".join(f"CAST(SUM({v}) AS BIGINT)" for v in values)
             return self._exec(c, f"SELECT {day} AS d, {columns}, {sums} FROM {table} WHERE {where} "
                                  f"GROUP BY d, {columns}", params).fetchall()
 
         with self._read() as c:
             return AnalyticsBuckets(
-                by_currency=grouped(c, "currency", "CAST(SUM(spend) AS BIGINT)", f"rollup_{suffix}"),
-                by_sku=grouped(c, "sku, currency", "CAST(SUM(spend) AS BIGINT), CAST(SUM(units) AS BIGINT)",
-                               f"rollup_sku_{suffix}"),
-                by_key=grouped(c, "kid, currency", "CAST(SUM(spend) AS BIGINT), CAST(SUM(units_milli) AS BIGINT)",
-                               f"rollup_key_{suffix}"))
+                by_currency=grouped(c, "currency", ("spend",), f"rollup_{suffix}"),
+                by_sku=grouped(c, "sku, currency", ("spend", "units"), f"rollup_sku_{suffix}"),
+                by_key=grouped(c, "kid, currency", ("spend", "units_milli"), f"rollup_key_{suffix}"))
 
     def keys_by_kid(self, uid: int, kids: Iterable[int]) -> dict[int, ApiKey]:
         """A user's keys by internal id, revoked ones included (history keeps their names)."""
