@@ -36,6 +36,18 @@ def clean_env(**settings: str) -> dict[str, str]:
     return env
 
 
+def stop(process: subprocess.Popen | None, timeout: float = 15) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within `timeout` seconds; always reaped."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class LedgerProcess:
     """One server (re)started on the same port, database and log files."""
 
@@ -77,13 +89,7 @@ class LedgerProcess:
             self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        stop(self.process)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

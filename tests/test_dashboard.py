@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
-from ledger_process import clean_env, cli, free_port
+from ledger_process import clean_env, cli, free_port, stop
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -72,14 +72,7 @@ class DemoServer:
         self.admin_key = re.search(r"^ADMIN API key:\s+(\S+)$", out_path.read_text(), re.M)[1]
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process)
 
 
 @pytest.fixture(scope="module")

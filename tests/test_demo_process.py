@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from conftest import exact_body, make_settings
-from ledger_process import clean_env, cli, free_port
+from ledger_process import clean_env, cli, free_port, stop
 from usage_ledger import demo
 from usage_ledger.services import Services
 from usage_ledger.store.base import UsageFilter
@@ -42,12 +42,7 @@ def running(args: list[str], cwd: Path, env: dict[str, str], port: int) -> Itera
                 time.sleep(0.1)
             yield out_path.read_text()
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
     assert "Traceback" not in err_path.read_text()
 
 

@@ -96,7 +96,7 @@ def test_serve_with_several_workers_on_postgresql(tmp_path):
 
     import httpx
 
-    from ledger_process import STRONG_TOKEN, clean_env, cli, free_port
+    from ledger_process import STRONG_TOKEN, clean_env, cli, free_port, stop
 
     db = ScratchDatabase()
     url, port = db.ensure(), free_port()
@@ -128,9 +128,5 @@ def test_serve_with_several_workers_on_postgresql(tmp_path):
             page = http.get("/api/v1/billing/usage?limit=1", headers={"Authorization": f"Bearer {key}"}).json()
             assert page["pagination"]["total"] == 400
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, timeout=20)
         db.drop()
