@@ -24,7 +24,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -36,32 +35,13 @@ from pathlib import Path
 
 import httpx
 
+from bench.server import cli_command, free_port, proc_status
+
 TOKEN = "soak-operator-token-0123456789abcdefghijklmn"
 USERS = 20
 MODELS = ["zai-org-glm-5-1", "llama-3.3-70b"]
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Sydney"]
 WEIGHTS = {"ingest": 10, "usage": 30, "usage_csv": 8, "history": 15, "analytics": 12, "balance": 15, "api_keys": 10}
-
-
-def _cli() -> list[str]:
-    beside = Path(sys.executable).parent / "usage-ledger"
-    return [str(beside)] if beside.exists() else [sys.executable, "-m", "usage_ledger.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _proc_status(pid: int) -> dict[str, int]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                out[name] = int(value.split()[0]) * 1024
-    return out
 
 
 def machine() -> dict:
@@ -186,17 +166,17 @@ class Soak:
                     self.samples.append((began - self.started, kind, took, status))
 
     def run(self, workers: int, server_pid: int) -> dict:
-        rss = [(0.0, _proc_status(server_pid)["VmRSS"])]
+        rss = [(0.0, proc_status(server_pid)["VmRSS"])]
         self.started = time.monotonic()
         threads = [threading.Thread(target=self.worker, args=(i, workers), daemon=True) for i in range(workers)]
         for t in threads:
             t.start()
         while any(t.is_alive() for t in threads):
             time.sleep(5)
-            rss.append((time.monotonic() - self.started, _proc_status(server_pid)["VmRSS"]))
+            rss.append((time.monotonic() - self.started, proc_status(server_pid)["VmRSS"]))
         for t in threads:
             t.join()
-        status = _proc_status(server_pid)
+        status = proc_status(server_pid)
         rss.append((time.monotonic() - self.started, status["VmRSS"]))
         return {"rss_series": rss, "rss_peak": status["VmHWM"], "elapsed": time.monotonic() - self.started}
 
@@ -266,11 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="usage-ledger-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     database_url = args.database_url or f"sqlite:///{workdir / 'soak.db'}"
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("USAGE_LEDGER_")}
     env.update({"USAGE_LEDGER_DATABASE_URL": database_url, "USAGE_LEDGER_OPERATOR_TOKEN": TOKEN})
     out_log, err_log = (workdir / "server.stdout").open("wb"), (workdir / "server.stderr").open("wb")
-    server = subprocess.Popen([*_cli(), "serve", "--port", str(port)], env=env, cwd=workdir, stdout=out_log,
+    server = subprocess.Popen([*cli_command(), "serve", "--port", str(port)], env=env, cwd=workdir, stdout=out_log,
                               stderr=err_log)
     result: dict = {"machine": machine(), "engine": database_url.split(":", 1)[0], "minutes": args.minutes,
                     "rate_per_s": args.rate, "workers": args.workers}
