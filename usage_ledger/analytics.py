@@ -17,10 +17,9 @@ from decimal import Decimal
 from typing import Any, Hashable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .catalog import Catalog
+from .catalog import Catalog, unit_scale
 from .money import CURRENCY_CODES, nano_to_decimal
 from .store.base import AnalyticsBuckets, ApiKey
-from .store.rollups import unit_scale
 from .timeutil import MS_PER_DAY, MS_PER_HOUR, to_ms
 
 MAX_DAYS = 90

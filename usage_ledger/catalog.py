@@ -37,6 +37,17 @@ class CatalogError(ValueError):
     """The catalogue file is missing, unreadable or invalid."""
 
 
+def unit_scale(sku: str) -> int:
+    """Natural units per billing unit, read off any SKU's suffix (millions of tokens or characters, thousands of
+    characters, else one), so that rows priced outside the catalogue count too. The rollups use the same rule in SQL
+    (store/rollups.py _SCALE_SQL)."""
+    if sku.endswith(("-mtoken", "-mchar")):
+        return 1_000_000
+    if sku.endswith("-kchar"):
+        return 1000
+    return 1
+
+
 class PricingError(ValueError):
     """An event cannot be priced; the message is shown to API clients."""
 

@@ -10,7 +10,7 @@ import time
 from collections import deque
 from decimal import Decimal
 
-from .money import render_fixed, to_nano
+from .money import nano_to_decimal, render_fixed, to_nano
 from .store.base import ApiKey
 from .timeutil import iso_ms
 
@@ -63,7 +63,7 @@ def limit_text(value) -> str | None:
     """A consumption limit as stored: exact decimal text."""
     if value is None:
         return None
-    return str(Decimal(to_nano(Decimal(str(value)), "limit")).scaleb(-9).normalize())
+    return format(nano_to_decimal(to_nano(value, "limit")).normalize(), "f")
 
 
 class FailedAuthLimiter:

@@ -68,9 +68,10 @@ async def admin_caller(request: Request, svc: ServicesDep) -> Caller:
     token = _bearer(request)
     if token is None:
         raise _fail(request, svc)
-    found = await run_in_threadpool(svc.store.key_by_hash, secret_hash(token))
+    presented = secret_hash(token)
+    found = await run_in_threadpool(svc.store.key_by_hash, presented)
     now = now_ms()
-    if found is None or not same_secret(found[1], secret_hash(token)):
+    if found is None or not same_secret(found[1], presented):
         raise _fail(request, svc)
     key = found[0]
     if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):

@@ -10,19 +10,12 @@ from operator import itemgetter
 from dataclasses import dataclass
 from typing import Iterable
 
+from ..catalog import unit_scale
 from ..timeutil import MS_PER_DAY, MS_PER_HOUR
 
-# Natural units per billing unit, by SKU suffix (millions of tokens or characters, thousands of characters).
+# catalog.unit_scale in SQL: natural units per billing unit, by the SKU's suffix.
 _SCALE_SQL = ("(CASE WHEN sku LIKE '%-mtoken' OR sku LIKE '%-mchar' THEN 1000000 "
               "WHEN sku LIKE '%-kchar' THEN 1000 ELSE 1 END)")
-
-
-def unit_scale(sku: str) -> int:
-    if sku.endswith(("-mtoken", "-mchar")):
-        return 1_000_000
-    if sku.endswith("-kchar"):
-        return 1000
-    return 1
 
 
 def natural_milli(sku: str, units_nano: int) -> int:
