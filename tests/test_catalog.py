@@ -278,7 +278,7 @@ SKU = """
 name = "M"
 type = "text"
 
-[skus."m-in"]
+[skus."m-input-mtoken"]
 model = "m"
 model_type = "LLM"
 unit_type = "tokens"
@@ -290,22 +290,24 @@ unit_scale = 1000000
 def test_load_custom_catalogue_diem_defaults_to_usd(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(SKU + 'usd = "2"\n')
-    info = Catalog.load(path).sku("m-in")
+    info = Catalog.load(path).sku("m-input-mtoken")
     assert (info.price_usd, info.price_diem, info.model_name) == (Decimal("2"), Decimal("2"), "M")
 
 
 @pytest.mark.parametrize(("text", "problem"), [
     (None, "cannot read"),
     ("this is = = not toml", "not valid TOML"),
-    (SKU, "sku 'm-in': missing 'usd'"),
+    (SKU, "sku 'm-input-mtoken': missing 'usd'"),
     (SKU + "usd = 0.115\n", "must be a decimal string"),
     (SKU + 'usd = "-1"\n', "not a non-negative decimal"),
     (SKU + 'usd = "abc"\n', "not a non-negative decimal"),
-    (SKU.replace("1000000", "60") + 'usd = "1"\n', "unit_scale must be a power of ten"),
+    (SKU.replace("1000000", "60") + 'usd = "1"\n', "unit_scale must be 1000000 for this SKU's suffix"),
+    (SKU.replace("1000000", "1000") + 'usd = "1"\n', "unit_scale must be 1000000 for this SKU's suffix"),
+    (SKU + 'usd = "0.0000000001"\n', "more than 9 decimal places"),
     (SKU.replace('model = "m"', 'model = "x"') + 'usd = "1"\n', "model 'x' has no [models] entry"),
     (SKU.replace('"Input"', '"Sideways"') + 'usd = "1"\n', "matches no event quantity"),
     (SKU + 'usd = "1"\nextended = true\n', "extended SKUs need a context_token_threshold"),
-    (SKU + 'usd = "1"\n' + SKU.split("\n\n")[1].replace("m-in", "m-in2") + 'usd = "1"\n', "already charges"),
+    (SKU + 'usd = "1"\n' + SKU.split("\n\n")[1].replace("m-input-mtoken", "m-input2-mtoken") + 'usd = "1"\n', "already charges"),
     ('[models]\n[skus]\n', "at least one [skus.*] table"),
 ])
 def test_load_errors_name_the_file_and_the_problem(tmp_path, text, problem):

@@ -32,6 +32,8 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
+from .money import MoneyError, to_nano
+
 
 class CatalogError(ValueError):
     """The catalogue file is missing, unreadable or invalid."""
@@ -63,6 +65,8 @@ class SkuInfo:
     price_usd: Decimal
     price_diem: Decimal
     unit_scale: int
+    usd_nano: int  # the prices in nano-units, converted once at load rather than per charged row
+    diem_nano: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +151,14 @@ class Catalog:
             mid = _get(row, "model", str, where)
             if mid not in models:
                 raise CatalogError(f"{where}: model {mid!r} has no [models] entry")
-            unit_scale = _get(row, "unit_scale", int, where)
-            if unit_scale < 1 or str(unit_scale).rstrip("0") != "1":
-                raise CatalogError(f"{where}: unit_scale must be a power of ten, not {unit_scale}")
+            scale = _get(row, "unit_scale", int, where)
+            if scale != unit_scale(sku):
+                # Analytics counts units by the SKU's suffix (also for rows priced outside the catalogue):
+                # a catalogue saying otherwise would price in one unit and report in another.
+                raise CatalogError(f"{where}: unit_scale must be {unit_scale(sku)} for this SKU's suffix "
+                                   f"(-mtoken/-mchar 1000000, -kchar 1000, else 1), not {scale}")
+            usd = _price(row, "usd", where)
+            diem = _price(row, "diem" if "diem" in row else "usd", where)
             info = SkuInfo(
                 sku=sku,
                 model_id=mid,
@@ -157,9 +166,11 @@ class Catalog:
                 model_type=_get(row, "model_type", str, where, optional=True),
                 unit_type=_get(row, "unit_type", str, where),
                 breakdown=_get(row, "breakdown", str, where),
-                price_usd=_price(row, "usd", where),
-                price_diem=_price(row, "diem" if "diem" in row else "usd", where),
-                unit_scale=unit_scale,
+                price_usd=usd,
+                price_diem=diem,
+                unit_scale=scale,
+                usd_nano=_nano_price(usd, "usd", where),
+                diem_nano=_nano_price(diem, "diem", where),
             )
             field = _QUANTITY.get((info.unit_type, info.breakdown))
             if field is None:
@@ -188,7 +199,7 @@ class Catalog:
         model = self._models.get(model_id)
         if model is None:
             raise PricingError(f"model {model_id!r} is not in the catalogue")
-        counts = {f.name: _quantity(q, f.name) for f in fields(EventQuantities)}
+        counts = {name: _quantity(q, name) for name in _QUANTITY_FIELDS}
         prompt = counts["prompt_tokens"]
         counts["prompt_tokens"] -= counts["cached_prompt_tokens"] + counts["cache_write_tokens"]
         if counts["prompt_tokens"] < 0:
@@ -211,6 +222,9 @@ class Catalog:
         if not charged:
             raise PricingError(f"nothing to charge for model {model_id!r}: every quantity is zero or absent")
         return [(info, _EXACT.divide(total, info.unit_scale)) for info, total in charged.values()]
+
+
+_QUANTITY_FIELDS = tuple(f.name for f in fields(EventQuantities))
 
 
 def _quantity(q: EventQuantities, field: str) -> Decimal:
@@ -241,6 +255,13 @@ def _get(table: object, key: str, kind: type, where: str, optional: bool = False
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise CatalogError(f"{where}: {key!r} must be {kind.__name__}, not {type(value).__name__}")
     return value
+
+
+def _nano_price(price: Decimal, key: str, where: str) -> int:
+    try:
+        return to_nano(price, key)
+    except MoneyError as exc:
+        raise CatalogError(f"{where}: {exc}") from None
 
 
 def _price(row: dict, key: str, where: str) -> Decimal:

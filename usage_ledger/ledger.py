@@ -236,8 +236,7 @@ def _expand_event(record: dict, prepared: Prepared, catalog: Catalog) -> None:
     except PricingError as exc:
         raise RecordError(str(exc)) from None
     for info, units in expanded:
-        prepared.lines.append(_Line(info.sku, _nano(info.price_usd, "price"), _nano(info.price_diem, "price"),
-                                    _nano(units, "units"), None))
+        prepared.lines.append(_Line(info.sku, info.usd_nano, info.diem_nano, _nano(units, "units"), None))
 
 
 def _price_row(record: dict, sku: str, prepared: Prepared, catalog: Catalog) -> None:
@@ -253,33 +252,37 @@ def _price_row(record: dict, sku: str, prepared: Prepared, catalog: Catalog) -> 
         info = catalog.sku(sku)
         if info is None:
             raise RecordError(f"sku '{sku}' is not in the catalogue; give pricePerUnitUsd to charge it anyway")
-        price_usd, price_diem = info.price_usd, info.price_diem
+        price_usd, price_diem = info.usd_nano, info.diem_nano
     else:
-        price_usd = price_diem = price
+        price_usd = price_diem = _nano(price, "pricePerUnitUsd")
     if amount is not None and amount > 0 and currency is None:
         raise RecordError("a positive amount (a credit or refund) needs a currency")
     if currency == "VCU" and amount is None:
         raise RecordError("VCU is legacy: it is never charged, only imported with an amount")
     prepared.currency = currency
-    prepared.lines.append(_Line(sku, _nano(price_usd, "pricePerUnitUsd"), _nano(price_diem, "pricePerUnitUsd"),
-                                _nano(units, "units"), None if amount is None else _nano(amount, "amount")))
+    prepared.lines.append(_Line(sku, price_usd, price_diem, _nano(units, "units"),
+                                None if amount is None else _nano(amount, "amount")))
 
 
-def _amounts(prepared: Prepared, currency: str) -> list[int]:
-    diem = currency == "DIEM"
+def _amounts(prepared: Prepared, diem_prices: bool) -> list[int]:
     return [line.fixed_amount if line.fixed_amount is not None
-            else -multiply(line.units, line.price_diem if diem else line.price_usd) for line in prepared.lines]
+            else -multiply(line.units, line.price_diem if diem_prices else line.price_usd) for line in prepared.lines]
 
 
-def choose_currency(prepared: Prepared, balance_of) -> str:
-    """API.md §2: the first currency whose balance covers the record's total, else USD (which may go negative)."""
+def charge(prepared: Prepared, balance_of) -> tuple[str, list[int]]:
+    """API.md §2: the first currency whose balance covers the record's total, else USD (which may go negative);
+    with the amount of each of the record's rows in that currency."""
     if prepared.currency is not None:
-        return prepared.currency
+        return prepared.currency, _amounts(prepared, prepared.currency == "DIEM")
+    priced: dict[bool, list[int]] = {}  # DIEM has its own prices; every other currency pays the USD ones
     for currency in SPEND_ORDER:
-        cost = -sum(_amounts(prepared, currency))
-        if balance_of(currency) >= cost:
-            return currency
-    return "USD"
+        diem = currency == "DIEM"
+        amounts = priced.get(diem)
+        if amounts is None:
+            amounts = priced[diem] = _amounts(prepared, diem)
+        if balance_of(currency) >= -sum(amounts):
+            return currency, amounts
+    return "USD", priced.get(False) or _amounts(prepared, False)
 
 
 @dataclass(slots=True)
@@ -344,9 +347,9 @@ def write_batch(tx: WriteTx, batch: PreparedBatch) -> list[Outcome]:
             outcomes[p.index] = (Outcome(p.index, "duplicate") if previous == p.content_hash else
                                  Outcome(p.index, "error", "idempotency key reused with different content"))
             continue
-        currency = choose_currency(p, lambda c: balances.get((uid, CURRENCY_CODES[c]), 0))
+        currency, amounts = charge(p, lambda c: balances.get((uid, CURRENCY_CODES[c]), 0))
         code = CURRENCY_CODES[currency]
-        for line, amount in zip(p.lines, _amounts(p, currency)):
+        for line, amount in zip(p.lines, amounts):
             rows.append(NewRow(uid, p.ts, line.sku, line.price_usd, line.units, amount, code, p.notes, p.request_id,
                                p.exec_ms, p.prompt_tokens, p.completion_tokens, kid))
             balances[(uid, code)] = balances.get((uid, code), 0) + amount

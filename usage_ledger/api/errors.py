@@ -7,6 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from ..store.base import StoreError
 from ..usage import dumps
 
 _STATUS_TEXT = {404: "Not found", 405: "Method not allowed", 413: "Request body too large",
@@ -46,6 +47,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> Response:
         return json_response(exc.body, exc.status, exc.headers)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(_request: Request, exc: StoreError) -> Response:
+        # Nothing of the request was stored (a write is all or nothing): the platform retries, idempotently.
+        return json_response({"error": "The ledger is unavailable, nothing was stored: retry"}, 503,
+                             {"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> Response:

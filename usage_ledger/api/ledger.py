@@ -68,8 +68,7 @@ def parse_records(body: bytes, content_type: str, max_records: int) -> list[Any]
 
 def ingest(svc: Services, records: list[Any]) -> dict:
     batch = prepare_batch(records, svc.catalog)
-    with svc.store.write() as tx:
-        outcomes = write_batch(tx, batch)
+    outcomes = svc.store.write_shared(lambda tx: write_batch(tx, batch))
     counts = {status: sum(1 for o in outcomes if o.status == status) for status in ("recorded", "duplicate", "error")}
     ROWS_INGESTED.inc(counts["recorded"])
     return {"results": [o.as_json() for o in outcomes], "recorded": counts["recorded"],

@@ -6,7 +6,7 @@ from the rows with the same expressions (rebuild_sql), so the two can be checked
 
 from __future__ import annotations
 
-from operator import itemgetter
+from operator import add, itemgetter
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -53,21 +53,19 @@ class Rollup:
     values: tuple[str, ...]
     debits_only: bool  # credits and refunds are not usage: left out of the spend-by-model/key rollups
 
-    def fold(self, rows: Iterable[tuple], debit: Iterable[bool]) -> list[tuple]:
-        """Sums of `rows` (each a fields() tuple) by this rollup's keys, as upsert parameters."""
+    def __post_init__(self) -> None:
+        assert len(self.values) >= 2, "fold() reads the values as a tuple"
+
+    def fold(self, rows: Iterable[tuple]) -> list[tuple]:
+        """Sums of `rows` (each a fields() tuple; debits only where the rollup says so) by this rollup's keys, as
+        upsert parameters."""
         key_of = itemgetter(*(_KEYS[k][1] for k in self.keys))
-        positions = [_VALUES[v][1] for v in self.values]
-        sums: dict[tuple, list[int]] = {}
-        for row, is_debit in zip(rows, debit):
-            if self.debits_only and not is_debit:
-                continue
+        values_of = itemgetter(*(_VALUES[v][1] for v in self.values))  # every rollup sums two values or more
+        sums: dict[tuple, tuple[int, ...]] = {}
+        for row in rows:
             key = key_of(row)
             bucket = sums.get(key)
-            if bucket is None:
-                sums[key] = [row[i] for i in positions]
-            else:
-                for j, i in enumerate(positions):
-                    bucket[j] += row[i]
+            sums[key] = values_of(row) if bucket is None else tuple(map(add, bucket, values_of(row)))
         return [(*key, *values) for key, values in sums.items()]
 
     def upsert_sql(self) -> str:

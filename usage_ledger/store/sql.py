@@ -15,7 +15,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -40,6 +40,19 @@ _ROW_SELECT = ("SELECT id, ms(ts), sku, price, units, amount, currency, notes, r
                "completion_tokens FROM usage_rows")
 _KEY_SELECT = ("SELECT kid, id, uid, api_key_type, description, last6, ms(created_at), ms(expires_at), "
                "ms(last_used_at), ms(revoked_at), limit_usd, limit_diem, limit_vcu, limit_period, model_privacy FROM api_keys")
+# Batches that queued behind SQLite's single writer share one transaction, at most this many of them.
+MAX_GROUP = 32
+T = TypeVar("T")
+
+
+class _Job:
+    """A write waiting for the shared transaction, and what became of it."""
+    __slots__ = ("work", "done", "value", "error")
+
+    def __init__(self, work: Callable[["SqlWriteTx"], Any]) -> None:
+        self.work, self.done, self.value, self.error = work, False, None, None
+
+
 _KEY_FIELDS = {"description", "expires_at", "limit_usd", "limit_diem", "limit_vcu", "limit_period", "model_privacy"}
 
 
@@ -81,6 +94,8 @@ class SqlStore:
             raise StoreError(f"cannot use database URL {shown!r}: {exc}") from None
         # SQLite has one writer; serialising writers here keeps them from spinning on the file lock.
         self._write_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Job] = []
 
     def _install_sqlite_hooks(self) -> None:
         @sa.event.listens_for(self.engine, "connect")
@@ -261,6 +276,55 @@ class SqlStore:
     def write(self) -> Iterator["SqlWriteTx"]:
         with self._write() as c:
             yield SqlWriteTx(self, c)
+
+    def write_shared(self, work: Callable[["SqlWriteTx"], T]) -> T:
+        """Run `work` in a write transaction, sharing its commit with the writes queued beside it.
+
+        SQLite has a single writer, and each commit costs a WAL sync: whoever takes the write lock runs every job
+        queued behind it (up to MAX_GROUP) in one transaction, each in its own savepoint so that one job's failure
+        never undoes another's, then commits once. Each caller returns only after the commit that holds its work,
+        so an answered batch is as durable as before. PostgreSQL's writers already run side by side: one
+        transaction each."""
+        try:
+            if not self.is_sqlite:
+                with self.write() as tx:
+                    return work(tx)
+            job = _Job(work)
+            with self._queue_lock:
+                self._queue.append(job)
+            with self._write_lock:
+                if not job.done:
+                    with self._queue_lock:
+                        group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+                    self._commit_group(group)
+            if job.error is not None:
+                raise job.error
+            return job.value
+        except sa.exc.OperationalError as exc:  # unreachable, locked past the timeout, disk full, ...
+            raise StoreError(f"the write could not be committed: {exc}") from exc
+
+    def _commit_group(self, group: list[_Job]) -> None:
+        try:
+            with self.engine.connect() as c:
+                c = c.execution_options(ledger_write=True)
+                with c.begin():
+                    tx = SqlWriteTx(self, c)
+                    for job in group:
+                        try:
+                            with c.begin_nested():
+                                job.value = job.work(tx)
+                        except Exception as exc:  # this job's own failure: its savepoint is rolled back
+                            job.error = exc
+        except BaseException as exc:  # BEGIN or COMMIT failed: none of the group is stored
+            for job in group:
+                job.value = None
+                job.error = StoreError(f"the write could not be committed: {exc}")
+                job.error.__cause__ = exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for job in group:
+                job.done = True
 
     def balances(self, uid: int) -> dict[int, int]:
         with self.engine.connect() as c:
@@ -471,14 +535,17 @@ class SqlWriteTx:
         return {key_id: (kid, uid) for key_id, kid, uid in rows}
 
     def claimed_keys(self, keys: Iterable[tuple[int, bytes]]) -> dict[tuple[int, bytes], bytes]:
-        by_user: dict[int, list[bytes]] = defaultdict(list)
-        for uid, key_hash in keys:
-            by_user[uid].append(key_hash)
+        # One statement for all the batch's users: a join on the primary key (a row-value IN would scan).
+        pairs = list(keys)
         out = {}
-        for uid, hashes in by_user.items():
-            rows = self._select_in("SELECT key_hash, content_hash FROM idempotency_keys WHERE uid = ? AND key_hash IN",
-                                   hashes, params=(uid,))
-            out.update({(uid, bytes(k)): bytes(v) for k, v in rows})
+        for i in range(0, len(pairs), _IN_CHUNK):
+            chunk = pairs[i:i + _IN_CHUNK]
+            values = ", ".join(["(?, ?)"] * len(chunk))
+            rows = self._store._exec(
+                self._c, f"SELECT i.uid, i.key_hash, i.content_hash FROM (VALUES {values}) AS v "
+                         f"JOIN idempotency_keys AS i ON i.uid = v.column1 AND i.key_hash = v.column2",
+                [x for pair in chunk for x in pair]).fetchall()
+            out.update({(uid, bytes(k)): bytes(v) for uid, k, v in rows})
         return out
 
     def balances(self, uids: Iterable[int]) -> dict[tuple[int, int], int]:
@@ -501,8 +568,8 @@ class SqlWriteTx:
             "INSERT INTO balances (uid, currency, amount) VALUES (?, ?, ?) ON CONFLICT (uid, currency) "
             "DO UPDATE SET amount = balances.amount + excluded.amount"), [(*k, v) for k, v in balance.items()])
         folded_rows = [fields(r) for r in rows]
-        debits = [r.amount <= 0 for r in rows]  # credits and refunds are not usage
+        debit_rows = [f for f, r in zip(folded_rows, rows) if r.amount <= 0]  # credits and refunds are not usage
         for rollup in ROLLUPS:
-            folded = rollup.fold(folded_rows, debits)
+            folded = rollup.fold(debit_rows if rollup.debits_only else folded_rows)
             if folded:
                 c.exec_driver_sql(store._sql(rollup.upsert_sql()), folded)
