@@ -89,9 +89,11 @@ class StatementRecorder:
             self._on = False
 
 
-def replay(c: Any, statements: list[tuple[str, tuple]]) -> Callable[[], None]:
+def replay(c: Any, statements: list[tuple[str, tuple]], begin: str = "BEGIN") -> Callable[[], None]:
+    """The statements as the driver received them from the store, in a read transaction opened as the store opens
+    its own (`begin`: REPEATABLE READ on PostgreSQL)."""
     def run() -> None:
-        c.execute("BEGIN")
+        c.execute(begin)
         try:
             for statement, params in statements:
                 c.execute(statement, params).fetchall()
@@ -114,10 +116,10 @@ class Variant:
         return UsageFilter(uid, self.currency, self.start, self.end)
 
 
-def variants(c: Any, uid: int, first_day: int, days: int) -> list[Variant]:
+def variants(engine: Engine, c: Any, uid: int, first_day: int, days: int) -> list[Variant]:
     """No filter; the heavy user's most used currency; a date range over most of the year."""
-    top = c.execute("SELECT currency, SUM(n) AS rows FROM rollup_daily WHERE uid = ? GROUP BY currency "
-                    "ORDER BY rows DESC LIMIT 1", (uid,)).fetchone()[0]
+    top = c.execute(engine.sql("SELECT currency, SUM(n) AS rows FROM rollup_daily WHERE uid = ? GROUP BY currency "
+                               "ORDER BY rows DESC LIMIT 1"), (uid,)).fetchone()[0]
     d0 = date(1970, 1, 1) + timedelta(days=first_day + days // 6)
     d1 = date(1970, 1, 1) + timedelta(days=first_day + days - days // 12)
     start, end = parse_instant(d0.isoformat()), parse_instant(d1.isoformat(), end_of_day=True) + 1
@@ -132,10 +134,11 @@ def deep_pages(server: Server, engine: Engine, db: str, url: str, admin: str, ui
     store = SqlStore(url)
     recorder = StatementRecorder(store)
     out: dict[str, Any] = {"limit": PAGE_LIMIT, "variants": {}}
+    rows_statement = engine.sql("SELECT id, ms(ts)")  # how the store's SELECT of a page's rows starts
     try:
         with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {admin}"},
                           timeout=TIMEOUT) as client:
-            for v in variants(raw, uid, first_day, days):
+            for v in variants(engine, raw, uid, first_day, days):
                 first = check(client.get(USAGE, params={**v.params, "limit": PAGE_LIMIT}), USAGE)
                 total = int(first.headers["x-pagination-total"])
                 last = max(1, math.ceil(total / PAGE_LIMIT))
@@ -158,9 +161,13 @@ def deep_pages(server: Server, engine: Engine, db: str, url: str, admin: str, ui
                         with recorder.recording() as statements:
                             store.usage_page(v.usage_filter(uid), descending=order == "desc",
                                              offset=(number - 1) * PAGE_LIMIT, limit=PAGE_LIMIT)
-                        row_select = [s for s in statements if s[0].lstrip().startswith("SELECT id, ts")]
-                        engine_all = time_calls(replay(raw, statements), budget.ceiling_samples)
-                        engine_select = time_calls(replay(raw, row_select), budget.ceiling_samples)
+                        row_select = [s for s in statements if s[0].lstrip().startswith(rows_statement)]
+                        if len(row_select) != 1:
+                            raise RuntimeError(f"page {number} of {v.name}: expected the store's one SELECT of the "
+                                               f"rows among {len(statements)} statements, found {len(row_select)}")
+                        engine_all = time_calls(replay(raw, statements, engine.begin_read), budget.ceiling_samples)
+                        engine_select = time_calls(replay(raw, row_select, engine.begin_read),
+                                                   budget.ceiling_samples)
                         pages[label] = {"page": number, **summary_ms(samples),
                                         "engine_select_p50_ms": _ms(percentile(engine_select, 50)),
                                         "engine_all_statements_p50_ms": _ms(percentile(engine_all, 50)),
@@ -175,8 +182,9 @@ def deep_pages(server: Server, engine: Engine, db: str, url: str, admin: str, ui
                             naive_pages[label] = None
                             continue
                         samples = time_calls(lambda number=number: naive.page(
-                            raw, uid, currency=v.currency, start=v.start, end=v.end, descending=order == "desc",
-                            page_number=number, limit=PAGE_LIMIT), budget.naive_page_samples, warmup=0)
+                            engine, raw, uid, currency=v.currency, start=v.start, end=v.end,
+                            descending=order == "desc", page_number=number, limit=PAGE_LIMIT),
+                            budget.naive_page_samples, warmup=0)
                         naive_pages[label] = {"page": number, **summary_ms(samples)}
                     naive_ratio = naive_pages["last"]["p50_ms"] / naive_pages["1"]["p50_ms"]
                     entry[order] = {"pages": pages, "ratio_last_to_first_p50": round(ratio, 3),
@@ -239,10 +247,11 @@ def analytics(server: Server, engine: Engine, db: str, admin: str, uid: int, bud
                 samples = time_requests(client, lambda: (ANALYTICS, {"lookback": lookback}), budget.analytics_samples)
                 body = client.get(ANALYTICS, params={"lookback": lookback}).json()
                 days = resolve_range(lookback, None, None, "UTC", now_ms())
-                naive_samples = time_calls(lambda: naive.analytics(raw, uid, days.bounds[0], days.bounds[-1]),
+                naive_samples = time_calls(lambda: naive.analytics(engine, raw, uid, days.bounds[0],
+                                                                   days.bounds[-1]),
                                            budget.naive_analytics_samples, warmup=0)
-                rows = raw.execute("SELECT COUNT(*) FROM usage_rows WHERE uid = ? AND ts >= ? AND ts < ?",
-                                   (uid, days.bounds[0], days.bounds[-1])).fetchone()[0]
+                rows = raw.execute(engine.sql("SELECT COUNT(*) FROM usage_rows WHERE uid = ? AND ts >= @ts "
+                                              "AND ts < @ts"), (uid, days.bounds[0], days.bounds[-1])).fetchone()[0]
                 out[lookback] = {**summary_ms(samples), "rows_in_range": rows, "models": len(body["byModel"]),
                                  "keys": len(body["byKey"]),
                                  "naive": summary_ms(naive_samples)}
@@ -355,8 +364,8 @@ def ingest(engine: Engine, template: str, records: list[dict[str, Any]], work: P
     raw_seconds = engine.raw_insert("ingest_raw", stored, budget.raw_per_tx)
     out["raw_insert"] = {"rows": len(stored), "seconds": round(raw_seconds, 3),
                          "rows_per_s": round(len(stored) / raw_seconds, 1), "rows_per_tx": budget.raw_per_tx,
-                         "what": "INSERT into usage_rows (same table, same two indexes), no idempotency keys, "
-                                 "balances or rollups, through the driver"}
+                         "what": "INSERT into usage_rows (same table, same indexes), no idempotency keys, "
+                                 "balances or rollups, through the driver's executemany"}
     out["http_share_of_raw"] = round(out["http"]["rows_per_s"] / out["raw_insert"]["rows_per_s"], 4)
     log(f"  raw INSERT: {out['raw_insert']['rows_per_s']:.0f} rows/s (HTTP is {out['http_share_of_raw']:.1%})")
     for name in ("ingest_http", "ingest_cli", "ingest_raw"):
@@ -376,31 +385,38 @@ def _count_rows(engine: Engine, db: str) -> int:
 # -- the loaded data ----------------------------------------------------------------------------------------------
 
 def data_profile(engine: Engine, db: str, heavy: BenchUser) -> dict[str, Any]:
-    """What was loaded, and whether the ledger's derived state agrees with its rows."""
+    """What was loaded, and whether the ledger's derived state agrees with its rows. The statements are in the store's
+    notation (Engine.sql); sums are read back as Python ints (PostgreSQL's SUM of a bigint is a numeric)."""
     c = engine.connect(db)
+
+    def one(statement: str, params: tuple = ()) -> Any:
+        return c.execute(engine.sql(statement), params).fetchone()
+
+    def pairs(statement: str, params: tuple = ()) -> dict:
+        return {tuple(r[:-1]) if len(r) > 2 else r[0]: int(r[-1])
+                for r in c.execute(engine.sql(statement), params).fetchall()}
+
     try:
-        uid = c.execute("SELECT uid FROM users WHERE user_id = ?", (heavy.user_id,)).fetchone()[0]
-        rows = c.execute("SELECT COUNT(*) FROM usage_rows").fetchone()[0]
-        by_currency = dict(c.execute("SELECT currency, SUM(n) FROM rollup_daily GROUP BY currency").fetchall())
-        heavy_by_currency = dict(c.execute("SELECT currency, SUM(n) FROM rollup_daily WHERE uid = ? GROUP BY currency",
-                                           (uid,)).fetchall())
+        uid = one("SELECT uid FROM users WHERE user_id = ?", (heavy.user_id,))[0]
+        rows = one("SELECT COUNT(*) FROM usage_rows")[0]
+        by_currency = pairs("SELECT currency, SUM(n) FROM rollup_daily GROUP BY currency")
+        heavy_by_currency = pairs("SELECT currency, SUM(n) FROM rollup_daily WHERE uid = ? GROUP BY currency", (uid,))
         heavy_rows = sum(heavy_by_currency.values())
-        hourly = c.execute("SELECT COALESCE(SUM(n), 0) FROM rollup_hourly").fetchone()[0]
+        hourly = int(one("SELECT COALESCE(SUM(n), 0) FROM rollup_hourly")[0])
         daily = sum(by_currency.values())
-        balances = dict(((u, cur), amount) for u, cur, amount in
-                        c.execute("SELECT uid, currency, amount FROM balances").fetchall())
-        sums = dict(((u, cur), amount) for u, cur, amount in
-                    c.execute("SELECT uid, currency, SUM(amount) FROM usage_rows GROUP BY uid, currency").fetchall())
-        shared = c.execute("SELECT COALESCE(SUM(n > 1), 0), COALESCE(SUM(e > 1), 0) FROM (SELECT COUNT(*) AS n, "
-                           "COUNT(DISTINCT request_id) AS e FROM usage_rows WHERE uid = ? GROUP BY ts)",
-                           (uid,)).fetchone()
-        late = c.execute("SELECT COUNT(*) FROM (SELECT ts, MAX(ts) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED "
-                         "PRECEDING AND 1 PRECEDING) AS newest FROM usage_rows WHERE uid = ?) "
-                         f"WHERE ts < newest - {MS_PER_DAY}", (uid,)).fetchone()[0]
-        keys = c.execute("SELECT COUNT(*) FROM api_keys").fetchone()[0]
-        users = c.execute("SELECT COUNT(*) FROM users").fetchone()[0]
-        skus = c.execute("SELECT COUNT(DISTINCT sku) FROM rollup_sku_daily").fetchone()[0]
-        heavy_skus = c.execute("SELECT COUNT(DISTINCT sku) FROM rollup_sku_daily WHERE uid = ?", (uid,)).fetchone()[0]
+        balances = pairs("SELECT uid, currency, amount FROM balances")
+        sums = pairs("SELECT uid, currency, SUM(amount) FROM usage_rows GROUP BY uid, currency")
+        shared = [int(x) for x in one(
+            "SELECT COALESCE(SUM(CASE WHEN n > 1 THEN 1 ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN e > 1 THEN 1 ELSE 0 END), 0) FROM (SELECT COUNT(*) AS n, "
+            "COUNT(DISTINCT request_id) AS e FROM usage_rows WHERE uid = ? GROUP BY ts) AS by_ms", (uid,))]
+        late = one("SELECT COUNT(*) FROM (SELECT ms(ts) AS ts, MAX(ms(ts)) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED "
+                   "PRECEDING AND 1 PRECEDING) AS newest FROM usage_rows WHERE uid = ?) AS arrivals "
+                   f"WHERE ts < newest - {MS_PER_DAY}", (uid,))[0]
+        keys = one("SELECT COUNT(*) FROM api_keys")[0]
+        users = one("SELECT COUNT(*) FROM users")[0]
+        skus = one("SELECT COUNT(DISTINCT sku) FROM rollup_sku_daily")[0]
+        heavy_skus = one("SELECT COUNT(DISTINCT sku) FROM rollup_sku_daily WHERE uid = ?", (uid,))[0]
     finally:
         c.close()
     return {

@@ -1,6 +1,6 @@
 """One command for issue 5's figures: generate, load through the ledger, measure against a real server, report.
 
-    .venv/bin/python -m bench.run [--quick] [--engine sqlite] [--out bench/results]
+    .venv/bin/python -m bench.run [--quick] [--engine sqlite|postgresql] [--out bench/results]
 
 Writes <out>/<engine>-<date>.json and .md, and <out>/latest-<engine>.md (the table for the README). Every server it
 starts listens on 127.0.0.1 only and is terminated on the way out; every load generator is bounded in requests and
@@ -29,9 +29,9 @@ from usage_ledger.store.sql import SqlStore
 from usage_ledger.timeutil import MS_PER_DAY, iso_ms, now_ms
 
 from . import measure
-from .engines import make_engine
+from .engines import DEFAULT_PREFIX, POSTGRES_URL_ENV, Engine, EngineUnavailable, make_engine
 from .gen import SEED, Generator, Sizes
-from .load import batches_in_child, build_template, load_batches
+from .load import batches_in_child, load_batches
 from .measure import Budget, log
 from .report import machine, markdown, targets
 from .profile import profiled
@@ -79,20 +79,27 @@ def _own_seconds() -> float:
 
 class Machine:
     """What else ran on the machine during each phase: the CPU seconds of processes outside this run (other test
-    suites on a shared 2-core box move every figure), measured as the machine's busy time minus this run's own."""
+    suites on a shared 2-core box move every figure), measured as the machine's busy time minus this run's own.
+    A database server's processes (PostgreSQL's, on this machine) are not this run's descendants: their CPU
+    seconds count as the run's own, and are reported beside."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self.phases: dict[str, dict[str, float]] = {}
 
     def phase(self, name: str):
         @contextmanager
         def around():
-            busy, own, began = _busy_seconds(), _own_seconds(), time.perf_counter()
+            busy, own, server = _busy_seconds(), _own_seconds(), self.engine.server_cpu_seconds()
+            began = time.perf_counter()
             yield
             wall = time.perf_counter() - began
-            others = max(0.0, (_busy_seconds() - busy) - (_own_seconds() - own))
+            server = self.engine.server_cpu_seconds() - server
+            others = max(0.0, (_busy_seconds() - busy) - (_own_seconds() - own) - server)
             self.phases[name] = {"seconds": round(wall, 1), "other_processes_cpu_seconds": round(others, 1),
                                  "other_processes_share_of_machine": round(others / (wall * (os.cpu_count() or 1)), 3)}
+            if server:
+                self.phases[name]["database_server_cpu_seconds"] = round(server, 1)
             if others / wall > 0.2:
                 log(f"  note: other processes used {others:.0f} CPU seconds during {name} ({wall:.0f} s)")
         return around()
@@ -115,7 +122,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a small smoke size (seconds, not minutes)")
     p.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
-    p.add_argument("--database-url", help="PostgreSQL: the server to create the benchmark databases on")
+    p.add_argument("--database-url", help="PostgreSQL: the server to create the benchmark databases on (default "
+                                          f"${POSTGRES_URL_ENV}, else postgresql://postgres@127.0.0.1:5432/postgres)")
+    p.add_argument("--database-prefix", default=DEFAULT_PREFIX,
+                   help="PostgreSQL: the benchmark's databases are <prefix>_template, <prefix>_main, ... "
+                        f"(default {DEFAULT_PREFIX})")
     p.add_argument("--out", type=Path, default=HERE / "results", help="where the results go")
     p.add_argument("--workdir", type=Path, default=None,
                    help="where the databases go (default: bench/work/<engine>[-quick], removed afterwards)")
@@ -146,8 +157,9 @@ def _fingerprint(sizes: Sizes, seed: int, anchor: int, batch: int) -> str:
 
 
 def _cache_pages(store: SqlStore, megabytes: int) -> None:
-    """The loader's own connection keeps a larger page cache than SQLite's 2 MB default (the indexes of a
-    10M-row ledger do not fit in it); the service is measured with the product's settings untouched."""
+    """SQLite: the loader's own connection keeps a larger page cache than SQLite's 2 MB default (the indexes of a
+    10M-row ledger do not fit in it); the service is measured with the product's settings untouched. (PostgreSQL's
+    cache is the server's shared_buffers: nothing to set per connection.)"""
     @sa.event.listens_for(store.engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
         dbapi_connection.execute(f"PRAGMA cache_size=-{megabytes * 1024}")
@@ -159,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = Budget.quick() if args.quick else Budget()
     workdir = args.workdir or HERE / "work" / (args.engine + ("-quick" if args.quick else ""))
     try:
-        engine = make_engine(args.engine, workdir, args.database_url)
-    except NotImplementedError as exc:
+        engine = make_engine(args.engine, workdir, args.database_url, args.database_prefix)
+        version = engine.version()
+    except (NotImplementedError, ValueError, EngineUnavailable) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     workdir.mkdir(parents=True, exist_ok=True)
@@ -176,12 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     gen = Generator(sizes, catalog, anchor, args.seed)
     heavy = gen.heavy
     admin = heavy.admin_key.secret
-    result: dict = {"command": command, "engine": engine.name, "engine_version": engine.version(),
+    result: dict = {"command": command, "engine": engine.name, "engine_version": version,
                     "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "revision": _revision(),
                     "machine": machine(),
                     "sizes": {**asdict(sizes), "seed": args.seed, "anchor": iso_ms(anchor)[:10]},
                     "budget": asdict(budget)}
-    result["machine"]["engine"] = engine.version()
+    result["machine"]["engine"] = version
     fingerprint = _fingerprint(sizes, args.seed, anchor, args.load_batch)
     stamp = workdir / "main.fingerprint"
     try:
@@ -196,23 +209,25 @@ def main(argv: list[str] | None = None) -> int:
         if need_template:
             t = time.perf_counter()
             engine.remove("template")
-            build_template(engine.url("template"), gen.users, now)
+            engine.build_template("template", gen.users, now)
             log(f"template: {len(gen.users)} users, {sum(len(u.keys) for u in gen.users)} keys "
                 f"in {time.perf_counter() - t:.1f} s")
 
         figures: dict = {}
-        box = Machine()
+        box = Machine(engine)
         result["other_processes"] = box.phases
         if "ingest" in phases:
             log("ingest: the same records over HTTP, through the CLI, and raw into the engine")
             with box.phase("ingest"):
                 figures["ingest"] = measure.ingest(engine, "template", gen.ingest_records(), workdir, budget)
 
-        if "load" not in result:
+        needs_data = bool(phases - {"ingest"})  # the ingest phase works on fresh copies of the template only
+        if needs_data and "load" not in result:
             log(f"loading {sizes.total_rows:,} rows through record_batch, {args.load_batch} records a transaction")
             engine.copy("template", "main")
             store = SqlStore(engine.url("main"))
-            _cache_pages(store, LOAD_CACHE_MB)
+            if engine.name == "sqlite":
+                _cache_pages(store, LOAD_CACHE_MB)
             t0 = time.perf_counter()
 
             def progress(stats) -> None:
@@ -234,31 +249,34 @@ def main(argv: list[str] | None = None) -> int:
             c.close()
             result["load"] = {"records": stats.records, "rows": rows, "batches": stats.batches,
                               "records_per_tx": args.load_batch, "seconds": round(seconds, 1),
-                              "rows_per_s": round(rows / seconds, 1), "loader_page_cache_mb": LOAD_CACHE_MB}
+                              "rows_per_s": round(rows / seconds, 1)}
+            if engine.name == "sqlite":
+                result["load"]["loader_page_cache_mb"] = LOAD_CACHE_MB
             stamp.write_text(fingerprint + " " + json.dumps(result["load"]))
             log(f"loaded {rows:,} rows in {seconds:.0f} s ({rows / seconds:,.0f} rows/s)")
 
-        result["data"] = data = measure.data_profile(engine, "main", heavy)
-        log(f"data: {data['rows']:,} rows, heavy user {data['heavy_rows']:,}; consistent: {data['consistent']}")
-        uid = data["heavy_uid"]
-        url = engine.url("main")
-        if phases & {"pages", "throughput", "analytics"}:
-            with serve(url, workdir / "server-main.log") as server:
-                log(f"server pid {server.pid} on {server.base_url}")
-                if "pages" in phases:
-                    log("deep pages")
-                    with profiled(server.pid, args.profile, "deep-pages"), box.phase("deep_page"):
-                        figures["deep_page"] = measure.deep_pages(server, engine, "main", url, admin, uid,
-                                                                  gen.first_day, sizes.days, budget)
-                if "throughput" in phases:
-                    log("throughput")
-                    with box.phase("throughput"):
-                        figures["throughput"] = measure.usage_throughput(server, admin, data["heavy_rows"], budget)
-                if "analytics" in phases:
-                    log("analytics")
-                    with profiled(server.pid, args.profile, "analytics"), box.phase("analytics"):
-                        figures["analytics"] = measure.analytics(server, engine, "main", admin, uid, budget)
-                result["server_main_peak_rss_mb"] = round(server.rss()["VmHWM"] / 2**20, 1)
+        if needs_data:
+            result["data"] = data = measure.data_profile(engine, "main", heavy)
+            log(f"data: {data['rows']:,} rows, heavy user {data['heavy_rows']:,}; consistent: {data['consistent']}")
+            uid = data["heavy_uid"]
+            url = engine.url("main")
+            if phases & {"pages", "throughput", "analytics"}:
+                with serve(url, workdir / "server-main.log") as server:
+                    log(f"server pid {server.pid} on {server.base_url}")
+                    if "pages" in phases:
+                        log("deep pages")
+                        with profiled(server.pid, args.profile, "deep-pages"), box.phase("deep_page"):
+                            figures["deep_page"] = measure.deep_pages(server, engine, "main", url, admin, uid,
+                                                                      gen.first_day, sizes.days, budget)
+                    if "throughput" in phases:
+                        log("throughput")
+                        with box.phase("throughput"):
+                            figures["throughput"] = measure.usage_throughput(server, admin, data["heavy_rows"], budget)
+                    if "analytics" in phases:
+                        log("analytics")
+                        with profiled(server.pid, args.profile, "analytics"), box.phase("analytics"):
+                            figures["analytics"] = measure.analytics(server, engine, "main", admin, uid, budget)
+                    result["server_main_peak_rss_mb"] = round(server.rss()["VmHWM"] / 2**20, 1)
         if "export" in phases:
             log("export")
             with box.phase("export"):
@@ -276,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         if not args.keep_data:
+            try:
+                engine.remove_all()  # PostgreSQL: the run's databases on the server (SQLite's are in workdir)
+            except Exception as exc:  # never hide the run's own error behind a cleanup failure
+                log(f"could not remove the benchmark's databases: {exc}")
             shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -1,33 +1,80 @@
-"""The benchmark's quick size end to end (python -m bench.run --quick), so that bench/ cannot rot.
+"""The benchmark's quick size end to end (python -m bench.run --quick), so that bench/ cannot rot: on SQLite, and on
+PostgreSQL when a server answers at USAGE_LEDGER_TEST_POSTGRES_URL (skipped, saying why, when none does).
 
-It starts real `usage-ledger serve` processes on 127.0.0.1 and runs for well under a minute. Only the shape of the
-results is checked: every figure of issue 5 is present. No timing is ever asserted.
+It starts real `usage-ledger serve` processes on 127.0.0.1 and runs for well under a minute per engine. Only the
+shape of the results is checked: every figure of issue 5 is present. No timing is ever asserted.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgutil import ADMIN_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ("1", "10", "100", "1000", "last")
 
 
-def test_quick_benchmark_writes_every_figure(tmp_path):
+def run_quick(tmp_path, *options: str) -> dict:
+    """python -m bench.run --quick with `options`: the results JSON it wrote (its Markdown table checked too)."""
     out, work = tmp_path / "results", tmp_path / "work"
-    done = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(out), "--workdir", str(work)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(out), "--workdir", str(work),
+                           *options], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    [result_file] = out.glob("sqlite-*-quick.json")
+    [result_file] = out.glob("*-quick.json")
     result = json.loads(result_file.read_text())
-    assert (out / result_file.name.replace(".json", ".md")).exists()
-    assert not work.exists()  # the databases are removed afterwards
+    assert result_file.name.startswith(f"{result['engine']}-")
+    table = (out / result_file.name.replace(".json", ".md")).read_text()
+    assert table.startswith(f"# usage-ledger benchmark: {result['engine']}, ")
+    assert result["engine_version"] in table
+    assert not work.exists()  # the work directory is removed afterwards
+    return result
 
+
+def test_quick_benchmark_writes_every_figure(tmp_path):
+    result = run_quick(tmp_path)
+    assert result["engine"] == "sqlite" and result["engine_version"].startswith("SQLite ")
+    check_every_figure(result)
+
+
+def _bench_databases(prefix: str) -> list[str]:
+    with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+        return [name for (name,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                                                 (prefix + "_",))]
+
+
+def test_quick_benchmark_on_postgresql_writes_every_figure(tmp_path):
+    try:
+        with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        pytest.skip(f"PostgreSQL benchmark skipped: no server at {ADMIN_URL} "
+                    f"({str(exc).strip().splitlines()[0]}); set USAGE_LEDGER_TEST_POSTGRES_URL")
+    # Databases of this run alone (<prefix>_template, <prefix>_main, ...), so that parallel runs never collide.
+    prefix = f"ulbench_t{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    try:
+        result = run_quick(tmp_path, "--engine", "postgresql", "--database-url", ADMIN_URL,
+                           "--database-prefix", prefix)
+        assert _bench_databases(prefix) == []  # the benchmark drops its databases afterwards
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            for name in _bench_databases(prefix):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert result["engine"] == "postgresql" and result["engine_version"].startswith("PostgreSQL ")
+    check_every_figure(result)
+
+
+def check_every_figure(result: dict) -> None:
     for name in ("cpu", "cores", "ram_gib", "python", "engine"):
         assert result["machine"][name], name
-    assert result["engine"] == "sqlite"
     assert {"users", "heavy_rows", "total_rows", "days", "seed", "anchor"} <= set(result["sizes"])
     data = result["data"]
     assert data["rows"] > 0 and data["heavy_rows"] > 0
