@@ -101,3 +101,41 @@ def test_cli_export_and_its_round_trip(client, api, alice, settings, monkeypatch
     history = "/api/v1/billing/usage-history"
     assert exact_body(client.get(history, headers=bearer(bob)))["data"] == \
         exact_body(client.get(history, headers=bearer(alice)))["data"]
+
+
+# -- the hand-written CSV line against Python's csv module ------------------------------------------------------
+
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+from usage_ledger.money import CURRENCY_NAMES, render  # noqa: E402
+from usage_ledger.store.base import UsageRow  # noqa: E402
+from usage_ledger.timeutil import iso_ms  # noqa: E402
+from usage_ledger.usage import csv_line, csv_text  # noqa: E402
+
+_TEXT = st.text(alphabet=st.sampled_from(list("ab ,\"'\r\n\t=+-@;é\u2028")), max_size=12)
+_COUNT = st.none() | st.integers(0, 2**53)
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(st.builds(UsageRow, id=st.integers(1, 2**40), ts=st.integers(0, 4_102_444_800_000), sku=_TEXT,
+                 price=st.integers(0, 2**62), units=st.integers(0, 2**62), amount=st.integers(-2**62, 2**62),
+                 currency=st.sampled_from(sorted(CURRENCY_NAMES)), notes=_TEXT, request_id=st.none() | _TEXT,
+                 exec_ms=_COUNT, prompt_tokens=_COUNT, completion_tokens=_COUNT))
+def test_csv_line_is_what_csv_writer_writes(row):
+    expected = io.StringIO()
+    csv.writer(expected, lineterminator="\r\n").writerow(
+        [iso_ms(row.ts), guarded(row.sku), render(row.price), render(row.units), render(row.amount),
+         CURRENCY_NAMES[row.currency], guarded(row.notes), "" if row.request_id is None else guarded(row.request_id),
+         *("" if v is None else str(v) for v in (row.exec_ms, row.prompt_tokens, row.completion_tokens))])
+    assert csv_line(row) == expected.getvalue()
+    parsed = next(csv.reader(io.StringIO(csv_text([row]).split("\r\n", 1)[1], newline="")))
+    assert parsed[1] == guarded(row.sku) and parsed[6] == guarded(row.notes)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.integers(-2**62, 2**62))
+def test_iso_ms_matches_datetime(ms):
+    from datetime import datetime, timedelta, timezone
+    ms = abs(ms) % 253_402_300_800_000  # datetime stops at year 9999
+    expected = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)
+    assert iso_ms(ms) == expected.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"

@@ -49,11 +49,11 @@ def nano_to_decimal(n: int) -> Decimal:
 
 def render(n: int) -> str:
     """Shortest exact plain-decimal text of nano-units: 227000 -> '0.000227', 2800000000 -> '2.8', 0 -> '0'."""
-    sign = "-" if n < 0 else ""
-    whole, frac = divmod(abs(n), NANO)
-    if not frac:
-        return f"{sign}{whole}"
-    return f"{sign}{whole}.{frac:09d}".rstrip("0")
+    if n >= 0:
+        whole, frac = divmod(n, NANO)
+        return f"{whole}.{frac:09d}".rstrip("0") if frac else str(whole)
+    whole, frac = divmod(-n, NANO)
+    return f"-{whole}.{frac:09d}".rstrip("0") if frac else f"-{whole}"
 
 
 def multiply(units_nano: int, price_nano: int) -> int:

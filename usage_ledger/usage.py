@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import csv
 import hashlib
 import hmac
-import io
 import math
 from dataclasses import dataclass
 from decimal import Decimal
@@ -56,36 +54,47 @@ def dumps(body) -> bytes:
     return orjson.dumps(body, default=_default)
 
 
+_GUARD_FIRST = frozenset("".join(_FORMULA_PREFIXES) + "'")
+
+
 def _text_cell(value: str | None) -> str:
+    """A text cell: formula-guarded, then quoted as RFC 4180 (and Python's csv module) would, only where needed."""
     if value is None:
         return ""
     # Quotes the value itself begins with are looked past, so that the re-import tells "'=x" from a guarded "=x".
-    return "'" + value if value.lstrip("'").startswith(_FORMULA_PREFIXES) else value
+    if value[:1] in _GUARD_FIRST and value.lstrip("'").startswith(_FORMULA_PREFIXES):
+        value = "'" + value
+    if '"' in value or "," in value or "\n" in value or "\r" in value:
+        return '"' + value.replace('"', '""') + '"'
+    return value
 
 
-def _int_cell(value: int | None) -> str:
-    return "" if value is None else str(value)
+def csv_line(row: UsageRow) -> str:
+    """One row as a CSV line with its CRLF. Written out by hand rather than through csv.writer: this runs for every
+    exported row, and it is twice as fast; tests/test_csv_injection.py checks it against csv.writer byte for byte.
+    Timestamps, numbers and currency names never need quoting."""
+    exec_ms, prompt, completion = row[9], row[10], row[11]
+    return (f"{iso_ms(row[1])},{_text_cell(row[2])},{render(row[3])},{render(row[4])},{render(row[5])},"
+            f"{CURRENCY_NAMES[row[6]]},{_text_cell(row[7])},{_text_cell(row[8])},"
+            f"{'' if exec_ms is None else exec_ms},{'' if prompt is None else prompt},"
+            f"{'' if completion is None else completion}\r\n")
 
 
-def row_csv_cells(row: UsageRow) -> list[str]:
-    return [iso_ms(row.ts), _text_cell(row.sku), render(row.price), render(row.units), render(row.amount),
-            CURRENCY_NAMES[row.currency], _text_cell(row.notes), _text_cell(row.request_id), _int_cell(row.exec_ms),
-            _int_cell(row.prompt_tokens), _int_cell(row.completion_tokens)]
+CSV_HEADER_LINE = ",".join(CSV_HEADER) + "\r\n"
 
 
 def csv_lines(rows: Iterable[UsageRow], *, header: bool = True) -> Iterator[str]:
-    """RFC 4180: CRLF line ends, quotes doubled, quoted only where needed; yields text chunk by chunk."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    """RFC 4180: CRLF line ends, quotes doubled, quoted only where needed; yields text 500 rows at a time."""
     if header:
-        writer.writerow(CSV_HEADER)
-    for i, row in enumerate(rows, 1):
-        writer.writerow(row_csv_cells(row))
-        if i % 500 == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+        yield CSV_HEADER_LINE
+    batch: list[str] = []
+    for line in map(csv_line, rows):
+        batch.append(line)
+        if len(batch) == 500:
+            yield "".join(batch)
+            batch.clear()
+    if batch:
+        yield "".join(batch)
 
 
 def csv_text(rows: Iterable[UsageRow]) -> str:
