@@ -87,12 +87,26 @@ def test_credits(client, api):
     ({"userId": "u1", "currency": "DIEM", "amount": 1}, "idempotencyKey"),
     ({"userId": "nobody", "currency": "DIEM", "amount": 1, "idempotencyKey": "k"}, "userId"),
     ({"userId": "u1", "currency": "DIEM", "amount": 0.0000000001, "idempotencyKey": "k"}, "amount"),
+    ({"userId": "u1", "currency": "DIEM", "amount": 10**10, "idempotencyKey": "k"}, "amount"),
+    ({"userId": "u1", "currency": "DIEM", "amount": 1, "idempotencyKey": "k", "notes": "a\u0000b"}, "notes"),
+    ({"userId": "u1", "currency": "DIEM", "amount": 1, "idempotencyKey": "k\u0000"}, "idempotencyKey"),
+    ({"userId": "u1\u0000", "currency": "DIEM", "amount": 1, "idempotencyKey": "k"}, "userId"),
 ])
 def test_bad_credits_are_400_naming_the_field(client, api, body, field):
     api.user("u1")
     r = client.post("/api/v1/ledger/credits", json=body, headers=api.op)
     assert r.status_code == 400, r.text
+    assert list(r.json()["details"]) == ["_errors", field]
     assert r.json()["details"][field]["_errors"]
+
+
+def test_a_reused_credit_key_is_400_naming_it(client, api):
+    api.user("u1")
+    assert api.credit("u1", "DIEM", "1", "k") == {"status": "recorded"}
+    r = client.post("/api/v1/ledger/credits", json={"userId": "u1", "currency": "DIEM", "amount": 2,
+                                                   "idempotencyKey": "k"}, headers=api.op)
+    assert r.status_code == 400
+    assert r.json()["details"]["idempotencyKey"]["_errors"] == ["idempotency key reused with different content"]
 
 
 def test_users(client, api):

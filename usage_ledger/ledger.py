@@ -30,7 +30,12 @@ PRICED_FIELDS = _COMMON_FIELDS | {"sku", "units", "pricePerUnitUsd", "amount", "
 
 
 class RecordError(ValueError):
-    """Why one record was refused; the message goes back to the platform as is."""
+    """Why one record was refused; the message goes back to the platform as is, the field (where one field is at
+    fault) lets an API that takes the record's fields as its own name it in a 400."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(slots=True)
@@ -82,6 +87,7 @@ class Outcome:
     index: int
     status: str  # recorded | duplicate | error
     error: str | None = None
+    field: str | None = None  # the record's field at fault, where one is (not sent: results name no fields)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "status": self.status}
@@ -124,14 +130,14 @@ def _string(record: dict, name: str, *, required: bool = False, max_len: int = M
     value = record.get(name)
     if value is None:
         if required:
-            raise RecordError(f"{name} is required")
+            raise RecordError(f"{name} is required", name)
         return None
     if not isinstance(value, str) or (required and not value):
-        raise RecordError(f"{name} must be a non-empty string" if required else f"{name} must be a string")
+        raise RecordError(f"{name} must be a non-empty string" if required else f"{name} must be a string", name)
     if len(value) > max_len:
-        raise RecordError(f"{name} is longer than {max_len} characters")
+        raise RecordError(f"{name} is longer than {max_len} characters", name)
     if "\x00" in value:  # PostgreSQL text cannot hold it: refused on both engines alike
-        raise RecordError(f"{name} must not contain NUL characters")
+        raise RecordError(f"{name} must not contain NUL characters", name)
     return value
 
 
@@ -140,9 +146,9 @@ def _count(record: dict, name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise RecordError(f"{name} must be a non-negative integer")
+        raise RecordError(f"{name} must be a non-negative integer", name)
     if value > 2**53:
-        raise RecordError(f"{name} is too large")
+        raise RecordError(f"{name} is too large", name)
     return value
 
 
@@ -151,10 +157,10 @@ def _number(record: dict, name: str, *, allow_negative: bool = False) -> Decimal
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-        raise RecordError(f"{name} must be a number")
+        raise RecordError(f"{name} must be a number", name)
     d = Decimal(value)
     if not d.is_finite() or (d < 0 and not allow_negative):
-        raise RecordError(f"{name} must be a non-negative number")
+        raise RecordError(f"{name} must be a non-negative number", name)
     return d
 
 
@@ -162,7 +168,7 @@ def _nano(value: Decimal, name: str) -> int:
     try:
         return to_nano(value, name)
     except MoneyError as exc:
-        raise RecordError(str(exc)) from None
+        raise RecordError(str(exc), name) from None
 
 
 def _timestamp(record: dict, now: int) -> int:
@@ -173,15 +179,15 @@ def _timestamp(record: dict, now: int) -> int:
         try:
             ts = parse_instant(value)
         except TimeParseError as exc:
-            raise RecordError(f"timestamp {exc}") from None
+            raise RecordError(f"timestamp {exc}", "timestamp") from None
     elif isinstance(value, int) and not isinstance(value, bool):
         ts = value  # epoch milliseconds
     else:
-        raise RecordError("timestamp must be an ISO 8601 string or epoch milliseconds")
+        raise RecordError("timestamp must be an ISO 8601 string or epoch milliseconds", "timestamp")
     if ts > now + FUTURE_TOLERANCE_MS:
-        raise RecordError("timestamp is more than 5 minutes in the future")
+        raise RecordError("timestamp is more than 5 minutes in the future", "timestamp")
     if ts < 0:
-        raise RecordError("timestamp is before 1970")
+        raise RecordError("timestamp is before 1970", "timestamp")
     return ts
 
 
@@ -247,7 +253,7 @@ def _price_row(record: dict, sku: str, prepared: Prepared, catalog: Catalog) -> 
     amount = _number(record, "amount", allow_negative=True)
     currency = record.get("currency")
     if currency is not None and currency not in CURRENCY_CODES:
-        raise RecordError(f"currency must be one of {', '.join(CURRENCY_CODES)}")
+        raise RecordError(f"currency must be one of {', '.join(CURRENCY_CODES)}", "currency")
     if price is None:
         info = catalog.sku(sku)
         if info is None:
@@ -256,9 +262,9 @@ def _price_row(record: dict, sku: str, prepared: Prepared, catalog: Catalog) -> 
     else:
         price_usd = price_diem = _nano(price, "pricePerUnitUsd")
     if amount is not None and amount > 0 and currency is None:
-        raise RecordError("a positive amount (a credit or refund) needs a currency")
+        raise RecordError("a positive amount (a credit or refund) needs a currency", "currency")
     if currency == "VCU" and amount is None:
-        raise RecordError("VCU is legacy: it is never charged, only imported with an amount")
+        raise RecordError("VCU is legacy: it is never charged, only imported with an amount", "currency")
     prepared.currency = currency
     prepared.lines.append(_Line(sku, price_usd, price_diem, _nano(units, "units"),
                                 None if amount is None else _nano(amount, "amount")))
@@ -305,7 +311,7 @@ def prepare_batch(records: list[Any], catalog: Catalog, now: int | None = None) 
         try:
             ready.append(prepare(record, i, catalog, now))
         except RecordError as exc:
-            outcomes[i] = Outcome(i, "error", str(exc))
+            outcomes[i] = Outcome(i, "error", str(exc), exc.field)
     return PreparedBatch(outcomes, ready)
 
 
@@ -323,13 +329,14 @@ def write_batch(tx: WriteTx, batch: PreparedBatch) -> list[Outcome]:
     for p in ready:
         uid = uids.get(p.user_id)
         if uid is None:
-            outcomes[p.index] = Outcome(p.index, "error", f"unknown userId '{p.user_id}'")
+            outcomes[p.index] = Outcome(p.index, "error", f"unknown userId '{p.user_id}'", "userId")
             continue
         kid = None
         if p.api_key_id is not None:
             owner = keys.get(p.api_key_id)
             if owner is None or owner[1] != uid:
-                outcomes[p.index] = Outcome(p.index, "error", f"apiKeyId '{p.api_key_id}' is not a key of this user")
+                outcomes[p.index] = Outcome(p.index, "error", f"apiKeyId '{p.api_key_id}' is not a key of this user",
+                                            "apiKeyId")
                 continue
             kid = owner[0]
         resolved.append((p, uid, kid))
@@ -345,7 +352,8 @@ def write_batch(tx: WriteTx, batch: PreparedBatch) -> list[Outcome]:
         previous = claimed.get((uid, p.key_hash))
         if previous is not None:
             outcomes[p.index] = (Outcome(p.index, "duplicate") if previous == p.content_hash else
-                                 Outcome(p.index, "error", "idempotency key reused with different content"))
+                                 Outcome(p.index, "error", "idempotency key reused with different content",
+                                         "idempotencyKey"))
             continue
         currency, amounts = charge(p, lambda c: balances.get((uid, CURRENCY_CODES[c]), 0))
         code = CURRENCY_CODES[currency]

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from ..ledger import MAX_NOTES, RecordError, credit_record, prepare_batch, write_batch
+from ..ledger import MAX_NOTES, Outcome, RecordError, credit_record, prepare_batch, write_batch
+from ..money import MAX_NANO, nano_to_decimal
 from ..services import Services
 from ..store.base import Conflict, User
 from ..timeutil import iso_ms, now_ms
@@ -66,11 +67,15 @@ def parse_records(body: bytes, content_type: str, max_records: int) -> list[Any]
     return records
 
 
-def ingest(svc: Services, records: list[Any]) -> dict:
+def record(svc: Services, records: list[Any]) -> list[Outcome]:
     batch = prepare_batch(records, svc.catalog)
     outcomes = svc.store.write_shared(lambda tx: write_batch(tx, batch))
+    ROWS_INGESTED.inc(sum(1 for o in outcomes if o.status == "recorded"))
+    return outcomes
+
+
+def records_json(outcomes: list[Outcome]) -> dict:
     counts = {status: sum(1 for o in outcomes if o.status == status) for status in ("recorded", "duplicate", "error")}
-    ROWS_INGESTED.inc(counts["recorded"])
     return {"results": [o.as_json() for o in outcomes], "recorded": counts["recorded"],
             "duplicates": counts["duplicate"], "errors": counts["error"]}
 
@@ -85,17 +90,15 @@ def ingest(svc: Services, records: list[Any]) -> dict:
 async def post_records(request: Request, svc: ServicesDep) -> Response:
     body = await request.body()  # bounded in size and time by api/limits.py, as every body is
     records = parse_records(body, request.headers.get("content-type", ""), svc.settings.max_batch_records)
-    return json_response(await run_in_threadpool(ingest, svc, records))
-
-
-_CREDIT_ERRORS = (("unknown userId", "userId"), ("idempotency key", "idempotencyKey"))
+    return json_response(records_json(await run_in_threadpool(record, svc, records)))
 
 
 class CreditIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     userId: Annotated[str, Field(min_length=1, max_length=128)]
     currency: Literal["USD", "DIEM", "BUNDLED_CREDITS"]
-    amount: Annotated[Decimal, Field(gt=0)]
+    # What the ledger holds exactly: nano-units in a signed 64-bit integer.
+    amount: Annotated[Decimal, Field(gt=0, decimal_places=9, le=nano_to_decimal(MAX_NANO))]
     notes: Annotated[str, Field(max_length=MAX_NOTES)] = ""
     idempotencyKey: Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -103,14 +106,13 @@ class CreditIn(BaseModel):
 @router.post("/credits", summary="Add credit to a user's balance",
              responses={200: {"model": schemas.CreditResponse}, **schemas.errors(400, 401, 429)})
 async def post_credit(body: CreditIn, svc: ServicesDep) -> Response:
-    record = credit_record(body.userId, body.currency, body.amount, body.notes, body.idempotencyKey)
-    result = (await run_in_threadpool(ingest, svc, [record]))["results"][0]
-    if result["status"] == "error":
-        # The body was validated above: what the ledger can still refuse is the user, a reused key, or the amount.
-        error = result["error"]
-        field = next((f for prefix, f in _CREDIT_ERRORS if error.startswith(prefix)), "amount")
-        raise invalid({field: [error]})
-    return json_response({"status": result["status"]})
+    credit = credit_record(body.userId, body.currency, body.amount, body.notes, body.idempotencyKey)
+    outcome = (await run_in_threadpool(record, svc, [credit]))[0]
+    if outcome.status == "error":
+        # The body was validated above: what the ledger can still refuse is the user, a reused key or a text with
+        # NUL characters, and it names the field.
+        raise invalid({outcome.field: [outcome.error]}) if outcome.field else invalid(general=[outcome.error])
+    return json_response({"status": outcome.status})
 
 
 class UserIn(BaseModel):
