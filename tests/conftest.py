@@ -85,6 +85,14 @@ def client(services) -> TestClient:
         yield c
 
 
+@pytest.fixture(scope="module", params=ENGINES)
+def module_client(request, tmp_path_factory) -> Iterator[TestClient]:
+    """One app per test module and engine, for modules whose tests each work as users of their own (faster than
+    an app per test; the module overrides `client` with it)."""
+    with app_client(tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_")), engine=request.param) as c:
+        yield c
+
+
 class Api:
     """Drives the service the way a platform and a user would: over HTTP."""
 

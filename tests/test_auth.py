@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 
 import usage_ledger.keys as keys_module
-from conftest import ENGINES, OPERATOR_TOKEN, Api, app_client, bearer, new_tenant, post_records
+from conftest import OPERATOR_TOKEN, Api, app_client, bearer, new_tenant, post_records
 from usage_ledger.api import deps
 
 FAILED = {"error": "Authentication failed"}
@@ -49,11 +49,10 @@ USER_ROUTES = [
 ]
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def client(request, tmp_path_factory):
-    """One app for the module (auth-failure blocking off): every test works as users of its own."""
-    with app_client(tmp_path_factory.mktemp("auth"), engine=request.param) as c:
-        yield c
+@pytest.fixture
+def client(module_client):
+    """One app for the module (see conftest): every test works as users of its own."""
+    return module_client
 
 
 @pytest.fixture

@@ -8,18 +8,17 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
 
-from conftest import ENGINES, Tenant, app_client, exact_body, new_tenant, post_records
+from conftest import Tenant, exact_body, new_tenant, post_records
 
 USAGE = "/api/v1/billing/usage"
 INVALID = "Invalid request parameters"
 _keys = itertools.count(1)
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def client(request, tmp_path_factory):
-    """One app for the module: every test works as a user of its own (the `alice` fixture)."""
-    with app_client(tmp_path_factory.mktemp("billing-usage"), engine=request.param) as c:
-        yield c
+@pytest.fixture
+def client(module_client):
+    """One app for the module (see conftest): every test works as users of its own."""
+    return module_client
 
 
 @pytest.fixture

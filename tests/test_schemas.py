@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import ENGINES, OPERATOR_TOKEN, Tenant, app_client, new_tenant, post_records
+from conftest import OPERATOR_TOKEN, Tenant, app_client, new_tenant, post_records
 
 SPEC = yaml.safe_load((Path(__file__).parent / "data" / "venice-billing-openapi.yaml").read_text(encoding="utf-8"))
 _keys = itertools.count(1)
@@ -102,11 +102,10 @@ def priced(user: str, ts: str, currency: str, amount: str, **extra) -> dict:
             **extra}
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def client(request, tmp_path_factory):
-    """One app for the module: every test works as users of its own."""
-    with app_client(tmp_path_factory.mktemp("schemas"), engine=request.param) as c:
-        yield c
+@pytest.fixture
+def client(module_client):
+    """One app for the module (see conftest): every test works as users of its own."""
+    return module_client
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import ENGINES, Api, Tenant, app_client, new_tenant, post_records
+from conftest import Api, Tenant, app_client, new_tenant, post_records
 from usage_ledger.api import billing
 
 HISTORY = "/api/v1/billing/usage-history"
@@ -21,11 +21,10 @@ DAY_MS = 86_400_000
 _keys = itertools.count(1)
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def client(request, tmp_path_factory):
-    """One app for the module: every test works as a user of its own (the `alice` fixture)."""
-    with app_client(tmp_path_factory.mktemp("usage-history"), engine=request.param) as c:
-        yield c
+@pytest.fixture
+def client(module_client):
+    """One app for the module (see conftest): every test works as users of its own."""
+    return module_client
 
 
 @pytest.fixture
