@@ -89,7 +89,10 @@ class SqlStore:
             else:
                 if url.startswith("postgresql://"):
                     url = "postgresql+psycopg://" + url[len("postgresql://"):]
-                self.engine = sa.create_engine(url, pool_size=pool_size, max_overflow=16, pool_pre_ping=True)
+                # JIT compiles any statement estimated above jit_above_cost; for the ledger's short statements it
+                # only adds time (measured: the batch's key lookup 11 -> 7.5 ms without it, 39 ms when first seen).
+                self.engine = sa.create_engine(url, pool_size=pool_size, max_overflow=16, pool_pre_ping=True,
+                                               connect_args={"options": "-c jit=off"})
         except (sa.exc.ArgumentError, ImportError) as exc:
             shown = re.sub(r":[^:/@]*@", ":***@", url)  # start-up errors end up in logs: never the password
             raise StoreError(f"cannot use database URL {shown!r}: {exc}") from None
@@ -537,8 +540,20 @@ class SqlWriteTx:
         return {key_id: (kid, uid) for key_id, kid, uid in rows}
 
     def claimed_keys(self, keys: Iterable[tuple[int, bytes]]) -> dict[tuple[int, bytes], bytes]:
-        # One statement for all the batch's users: a join on the primary key (a row-value IN would scan).
+        # One statement for all the batch's users, and a primary-key lookup per key whatever the planner knows:
+        # on PostgreSQL a plain join may become a hash join over the whole table when statistics are missing or
+        # stale (seen while bulk loading with autovacuum off), so the lookup is a LATERAL that cannot be flattened;
+        # SQLite plans the VALUES join as a loop of primary-key searches (a row-value IN would scan).
         pairs = list(keys)
+        if not pairs:
+            return {}
+        if not self._store.is_sqlite:
+            rows = self._c.exec_driver_sql(
+                "SELECT k.uid, k.key_hash, k.content_hash FROM unnest(%s::bigint[], %s::bytea[]) AS v(uid, key_hash) "
+                "CROSS JOIN LATERAL (SELECT uid, key_hash, content_hash FROM idempotency_keys "
+                "WHERE uid = v.uid AND key_hash = v.key_hash OFFSET 0) AS k",
+                ([uid for uid, _ in pairs], [key for _, key in pairs])).fetchall()
+            return {(uid, bytes(k)): bytes(v) for uid, k, v in rows}
         out = {}
         for i in range(0, len(pairs), _IN_CHUNK):
             chunk = pairs[i:i + _IN_CHUNK]
