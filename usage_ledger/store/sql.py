@@ -127,6 +127,15 @@ class SqlStore:
     def _exec(self, c: sa.Connection, statement: str, params=()) -> sa.CursorResult:
         return c.exec_driver_sql(self._sql(statement), tuple(params))
 
+    def _fetch(self, c: sa.Connection, statement: str, params=()) -> list[tuple]:
+        """Every row as the driver's own tuple: the hot reads (exports, analytics) skip SQLAlchemy's Row objects,
+        measured a third of their time."""
+        result = self._exec(c, statement, params)
+        try:
+            return result.cursor.fetchall()
+        finally:
+            result.close()
+
     # -- schema -------------------------------------------------------------------------------------------------
 
     def migrate(self) -> None:
@@ -438,9 +447,9 @@ class SqlStore:
             clause += " AND (ts > @ts OR id > ?)"
             params += [after[0], after[1]]
         with self.engine.connect() as c:
-            # The driver's own tuples, made UsageRows without a per-row Python call: exports read every row here.
-            result = self._exec(c, f"{_ROW_SELECT} WHERE {clause} ORDER BY ts, id LIMIT ?", [*params, limit])
-            return list(map(_usage_row, result.cursor.fetchall()))
+            # Made UsageRows without a per-row Python call: exports read every row here.
+            return list(map(_usage_row, self._fetch(c, f"{_ROW_SELECT} WHERE {clause} ORDER BY ts, id LIMIT ?",
+                                                    [*params, limit])))
 
     def analytics_buckets(self, uid: int, bounds: Sequence[int], *, hourly: bool) -> AnalyticsBuckets:
         """Spend sums per day, where day i is [bounds[i], bounds[i + 1]) (ms on the grain's boundaries), from the
@@ -454,11 +463,11 @@ class SqlStore:
 
         def grouped(c, columns: str, values: tuple[str, ...], table: str) -> list:
             if not hourly:  # one rollup row per (day, columns) already: nothing to add up
-                return self._exec(c, f"SELECT {day}, {columns}, {', '.join(values)} FROM {table} WHERE {where}",
-                                  params).fetchall()
+                return self._fetch(c, f"SELECT {day}, {columns}, {', '.join(values)} FROM {table} WHERE {where}",
+                                   params)
             sums = ", ".join(f"CAST(SUM({v}) AS BIGINT)" for v in values)
-            return self._exec(c, f"SELECT {day} AS d, {columns}, {sums} FROM {table} WHERE {where} "
-                                 f"GROUP BY d, {columns}", params).fetchall()
+            return self._fetch(c, f"SELECT {day} AS d, {columns}, {sums} FROM {table} WHERE {where} "
+                                  f"GROUP BY d, {columns}", params)
 
         with self._read() as c:
             return AnalyticsBuckets(
