@@ -179,3 +179,15 @@ def test_values_no_column_can_hold_are_errors_not_crashes(store, catalog, uid):
         nested = {"n": nested}
     deep = {"userId": "u1", "sku": "s", "units": 1, "pricePerUnitUsd": 1, "idempotencyKey": "d", "notes": nested}
     assert [s for s, _ in ingest(store, catalog, huge, deep)] == ["error", "error"]
+
+
+def test_rows_of_one_millisecond_keep_the_batch_order(store, catalog, uid):
+    # Pages break ties on the row id: the ids must follow the order the platform sent the records in.
+    ts = now_ms() - 60_000
+    names = [f"r{n:03d}" for n in range(300)]
+    import random
+    random.Random(7).shuffle(names)
+    outcomes = ingest(store, catalog, *({"userId": "u1", "sku": "s", "units": 1, "pricePerUnitUsd": 1,
+                                         "requestId": name, "timestamp": ts} for name in names))
+    assert {status for status, _ in outcomes} == {"recorded"}
+    assert [row.request_id for row in rows(store, uid)] == names

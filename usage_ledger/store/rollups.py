@@ -68,11 +68,14 @@ class Rollup:
             sums[key] = values_of(row) if bucket is None else tuple(map(add, bucket, values_of(row)))
         return [(*key, *values) for key, values in sums.items()]
 
-    def upsert_sql(self) -> str:
-        columns = (*self.keys, *self.values)
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.keys, *self.values)
+
+    def on_conflict(self) -> str:
+        """What an upsert of fold()'s output adds to an existing row."""
         updates = ", ".join(f"{v} = {self.table}.{v} + excluded.{v}" for v in self.values)
-        return (f"INSERT INTO {self.table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-                f"ON CONFLICT ({', '.join(self.keys)}) DO UPDATE SET {updates}")
+        return f"ON CONFLICT ({', '.join(self.keys)}) DO UPDATE SET {updates}"
 
     def rebuild_sql(self) -> list[str]:
         keys = [_KEYS[k][0] for k in self.keys]

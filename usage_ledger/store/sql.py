@@ -54,6 +54,13 @@ class _Job:
 
 
 _usage_row = partial(tuple.__new__, UsageRow)
+# The columns ingest writes into usage_rows (id is the engine's).
+_ROW_COLUMNS = ("uid", "ts", "sku", "price", "units", "amount", "currency", "notes", "request_id", "exec_ms",
+                "prompt_tokens", "completion_tokens", "kid")
+# PostgreSQL array types of the columns ingest writes (the rest are bigint); ts arrives as epoch milliseconds.
+_PG_ARRAY_TYPES = {"ts": "bigint", "sku": "text", "notes": "text", "request_id": "text", "currency": "smallint",
+                   "key_hash": "bytea", "content_hash": "bytea"}
+_PG_FROM_MS = "TIMESTAMPTZ 'epoch' + {} * INTERVAL '1 millisecond'"
 _KEY_FIELDS = {"description", "expires_at", "limit_usd", "limit_diem", "limit_vcu", "limit_period", "model_privacy"}
 
 
@@ -67,6 +74,18 @@ def _translate(statement: str, postgres: bool) -> str:
     # psycopg reads % as a placeholder: a literal one (LIKE '%-mtoken' in the rollup rebuild) is written %%.
     statement = _MS_COLUMN.sub(r"(EXTRACT(EPOCH FROM \1) * 1000)::bigint", statement).replace("%", "%%")
     return statement.replace("?", "%s").replace("@ts", "(TIMESTAMPTZ 'epoch' + %s * INTERVAL '1 millisecond')")
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...], tail: str, postgres: bool) -> str:
+    names = ", ".join(columns)
+    if not postgres:
+        return f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))}) {tail}"
+    arrays = ", ".join(f"%s::{_PG_ARRAY_TYPES.get(name, 'bigint')}[]" for name in columns)
+    values = ", ".join(_PG_FROM_MS.format(name) if name == "ts" else name for name in columns)
+    # Ordered by position, so that usage rows take their ids in the batch's order, as on SQLite.
+    return (f"INSERT INTO {table} ({names}) SELECT {values} FROM unnest({arrays}) WITH ORDINALITY "
+            f"AS v({names}, position) ORDER BY position {tail}")
 
 
 def _alembic_config(connection: sa.Connection) -> Config:
@@ -135,6 +154,19 @@ class SqlStore:
             return result.cursor.fetchall()
         finally:
             result.close()
+
+    def _insert_many(self, c: sa.Connection, table: str, columns: tuple[str, ...], rows: list[tuple],
+                     tail: str = "") -> None:
+        """INSERT rows (tuples in `columns` order; `tail` is an ON CONFLICT clause). SQLite: one prepared statement
+        stepped per row. PostgreSQL: one statement over an array per column, not a statement per row (psycopg's
+        executemany sends each row as its own statement: the server's per-statement work dominated ingest)."""
+        if not rows:
+            return
+        statement = _insert_sql(table, columns, tail, not self.is_sqlite)
+        if self.is_sqlite:
+            c.exec_driver_sql(statement, rows)
+        else:
+            c.exec_driver_sql(statement, tuple(list(column) for column in zip(*rows)))
 
     # -- schema -------------------------------------------------------------------------------------------------
 
@@ -579,23 +611,18 @@ class SqlWriteTx:
         return {(uid, cur): amount for uid, cur, amount in rows}
 
     def append(self, rows: list[NewRow], claims: list[tuple[int, bytes, bytes]]) -> None:
-        store, c = self._store, self._c
-        c.exec_driver_sql(store._sql(
-            "INSERT INTO usage_rows (uid, ts, sku, price, units, amount, currency, notes, request_id, exec_ms, "
-            "prompt_tokens, completion_tokens, kid) VALUES (?, @ts, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-            [(r.uid, r.ts, r.sku, r.price, r.units, r.amount, r.currency, r.notes, r.request_id, r.exec_ms,
-              r.prompt_tokens, r.completion_tokens, r.kid) for r in rows])
-        c.exec_driver_sql(store._sql("INSERT INTO idempotency_keys (uid, key_hash, content_hash) VALUES (?, ?, ?)"),
-                          claims)
+        insert = self._store._insert_many
+        insert(self._c, "usage_rows", _ROW_COLUMNS, [
+            (r.uid, r.ts, r.sku, r.price, r.units, r.amount, r.currency, r.notes, r.request_id, r.exec_ms,
+             r.prompt_tokens, r.completion_tokens, r.kid) for r in rows])
+        insert(self._c, "idempotency_keys", ("uid", "key_hash", "content_hash"), claims)
         balance: dict[tuple, int] = defaultdict(int)
         for r in rows:
             balance[(r.uid, r.currency)] += r.amount
-        c.exec_driver_sql(store._sql(
-            "INSERT INTO balances (uid, currency, amount) VALUES (?, ?, ?) ON CONFLICT (uid, currency) "
-            "DO UPDATE SET amount = balances.amount + excluded.amount"), [(*k, v) for k, v in balance.items()])
+        insert(self._c, "balances", ("uid", "currency", "amount"), [(*k, v) for k, v in balance.items()],
+               "ON CONFLICT (uid, currency) DO UPDATE SET amount = balances.amount + excluded.amount")
         folded_rows = [fields(r) for r in rows]
         debit_rows = [f for f, r in zip(folded_rows, rows) if r.amount <= 0]  # credits and refunds are not usage
         for rollup in ROLLUPS:
-            folded = rollup.fold(debit_rows if rollup.debits_only else folded_rows)
-            if folded:
-                c.exec_driver_sql(store._sql(rollup.upsert_sql()), folded)
+            insert(self._c, rollup.table, rollup.columns, rollup.fold(debit_rows if rollup.debits_only else folded_rows),
+                   rollup.on_conflict())
