@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, NamedTuple, Protocol
 
 import orjson
 
@@ -38,8 +38,8 @@ class RecordError(ValueError):
         self.field = field
 
 
-@dataclass(slots=True)
-class NewRow:
+class NewRow(NamedTuple):
+    """A row to append, its fields in the order of usage_rows' INSERT (the store sends it as is)."""
     uid: int
     ts: int
     sku: str

@@ -54,9 +54,6 @@ class _Job:
 
 
 _usage_row = partial(tuple.__new__, UsageRow)
-# The columns ingest writes into usage_rows (id is the engine's).
-_ROW_COLUMNS = ("uid", "ts", "sku", "price", "units", "amount", "currency", "notes", "request_id", "exec_ms",
-                "prompt_tokens", "completion_tokens", "kid")
 # PostgreSQL array types of the columns ingest writes (the rest are bigint); ts arrives as epoch milliseconds.
 _PG_ARRAY_TYPES = {"ts": "bigint", "sku": "text", "notes": "text", "request_id": "text", "currency": "smallint",
                    "key_hash": "bytea", "content_hash": "bytea"}
@@ -612,9 +609,7 @@ class SqlWriteTx:
 
     def append(self, rows: list[NewRow], claims: list[tuple[int, bytes, bytes]]) -> None:
         insert = self._store._insert_many
-        insert(self._c, "usage_rows", _ROW_COLUMNS, [
-            (r.uid, r.ts, r.sku, r.price, r.units, r.amount, r.currency, r.notes, r.request_id, r.exec_ms,
-             r.prompt_tokens, r.completion_tokens, r.kid) for r in rows])
+        insert(self._c, "usage_rows", NewRow._fields, rows)
         insert(self._c, "idempotency_keys", ("uid", "key_hash", "content_hash"), claims)
         balance: dict[tuple, int] = defaultdict(int)
         for r in rows:
