@@ -24,9 +24,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import sql as pgsql
 
-from usage_ledger.keys import MAX_ACTIVE_KEYS, secret_hash
-from usage_ledger.store.base import ApiKey
-from usage_ledger.store.sql import SqlStore, _translate
+from usage_ledger.store.sql import _translate
 from usage_ledger.timeutil import MS_PER_DAY
 
 from .gen import BenchUser
@@ -66,6 +64,7 @@ class Engine:
     def build_template(self, name: str, users: list[BenchUser], now: int) -> None:
         """A migrated database `name` holding the users and their keys, through the store (bench/load.py)."""
         build_template(self.url(name), users, now)
+        self.checkpoint(name)
 
     def exists(self, name: str) -> bool:
         raise NotImplementedError
@@ -229,7 +228,7 @@ class PostgresEngine(Engine):
 
     def build_template(self, name: str, users: list[BenchUser], now: int) -> None:
         self.create(name)
-        _fill_template(self.url(name), users, now)
+        super().build_template(name, users, now)
 
     def exists(self, name: str) -> bool:
         return bool(self._admin("SELECT 1 FROM pg_database WHERE datname = %s", (self.database(name),)))
@@ -304,24 +303,6 @@ def _proc_stat(pid: int) -> list[str] | None:
             return f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-
-
-def _fill_template(url: str, users: list[BenchUser], now: int) -> None:
-    """load.build_template without its closing SQLite WAL checkpoint: the same store calls on an existing empty
-    database. (load.py is left as it is: its text is part of the loaded data's fingerprint, see run._fingerprint.)"""
-    store = SqlStore(url)
-    try:
-        store.migrate()
-        for user in users:
-            created = store.create_user(user.user_id, user.name, now)
-            for key in user.keys:
-                store.create_key(ApiKey(kid=0, id=key.id, uid=created.uid, api_key_type=key.api_key_type,
-                                        description=key.description, last6=key.secret[-6:], created_at=now,
-                                        expires_at=None, last_used_at=None, revoked_at=None, limit_usd=None,
-                                        limit_diem=None, limit_vcu=None, limit_period="EPOCH", model_privacy="ALL"),
-                                 secret_hash(key.secret), MAX_ACTIVE_KEYS)
-    finally:
-        store.close()
 
 
 def make_engine(name: str, workdir: Path, url: str | None = None, prefix: str = DEFAULT_PREFIX) -> Engine:

@@ -40,7 +40,8 @@ def copy_db(source: Path, target: Path) -> None:
 
 
 def build_template(url: str, users: list[BenchUser], now: int) -> None:
-    """A migrated database with the users and their keys (deterministic ids and secrets), no usage."""
+    """A migrated database with the users and their keys (deterministic ids and secrets), no usage; the engine
+    settles it afterwards (Engine.build_template)."""
     store = SqlStore(url)
     try:
         store.migrate()
@@ -52,8 +53,6 @@ def build_template(url: str, users: list[BenchUser], now: int) -> None:
                                         expires_at=None, last_used_at=None, revoked_at=None, limit_usd=None,
                                         limit_diem=None, limit_vcu=None, limit_period="EPOCH", model_privacy="ALL"),
                                  secret_hash(key.secret), MAX_ACTIVE_KEYS)
-        with store.engine.connect() as c:
-            c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         store.close()
 
