@@ -138,3 +138,28 @@ def test_a_write_the_store_cannot_commit_answers_503_and_stores_nothing(client, 
     retried = client.post("/api/v1/ledger/records", json={"records": [
         {"userId": "u1", "sku": "s", "units": 1, "pricePerUnitUsd": 1, "idempotencyKey": "k1"}]}, headers=api_ops)
     assert retried.json()["recorded"] == 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_when_sqlite_rolls_the_whole_transaction_back_every_batch_of_the_group_fails(store, catalog):
+    # Disk full or an I/O error makes SQLite roll back the transaction itself, taking the batches before the failing
+    # one with it: none may be reported recorded.
+    uid = store.create_user("u1", "", now_ms()).uid
+    outcomes: dict[str, list[str]] = {}
+
+    def good(name: str):
+        batch = prepare_batch(_records(name, 5), catalog)
+        return lambda: outcomes.__setitem__(name, [o.status for o in store.write_shared(
+            lambda tx: write_batch(tx, batch))])
+
+    def rolled_back(tx):
+        tx._c.exec_driver_sql("ROLLBACK")  # what SQLite does on SQLITE_FULL
+        raise sa.exc.OperationalError("INSERT", (), Exception("database or disk is full"))
+
+    with store._write_lock:
+        threads, errors = _run_threads([good("a"), lambda: store.write_shared(rolled_back), good("c")])
+        _queued(store, 3)
+    for t in threads:
+        t.join()
+    assert outcomes == {} and len(errors) == 3
+    assert store.count(UsageFilter(uid)) == 0 and store.balances(uid) == {}

@@ -357,6 +357,10 @@ class SqlStore:
                                 job.value = job.work(tx)
                         except Exception as exc:  # this job's own failure: its savepoint is rolled back
                             job.error = exc
+                            if not c.connection.driver_connection.in_transaction:
+                                # SQLite rolled back the whole transaction (disk full, I/O error): the jobs before
+                                # this one are gone too, so the group fails as one
+                                raise
         except BaseException as exc:  # BEGIN or COMMIT failed: none of the group is stored
             for job in group:
                 job.value = None
