@@ -307,7 +307,8 @@ def test_load_custom_catalogue_diem_defaults_to_usd(tmp_path):
     (SKU.replace('model = "m"', 'model = "x"') + 'usd = "1"\n', "model 'x' has no [models] entry"),
     (SKU.replace('"Input"', '"Sideways"') + 'usd = "1"\n', "matches no event quantity"),
     (SKU + 'usd = "1"\nextended = true\n', "extended SKUs need a context_token_threshold"),
-    (SKU + 'usd = "1"\n' + SKU.split("\n\n")[1].replace("m-input-mtoken", "m-input2-mtoken") + 'usd = "1"\n', "already charges"),
+    (SKU + 'usd = "1"\n' + SKU.split("\n\n")[1].replace("m-input-mtoken", "m-input2-mtoken") + 'usd = "1"\n',
+     "already charges"),
     ('[models]\n[skus]\n', "at least one [skus.*] table"),
 ])
 def test_load_errors_name_the_file_and_the_problem(tmp_path, text, problem):

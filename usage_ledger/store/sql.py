@@ -623,5 +623,5 @@ class SqlWriteTx:
         folded_rows = [fields(r) for r in rows]
         debit_rows = [f for f, r in zip(folded_rows, rows) if r.amount <= 0]  # credits and refunds are not usage
         for rollup in ROLLUPS:
-            insert(self._c, rollup.table, rollup.columns, rollup.fold(debit_rows if rollup.debits_only else folded_rows),
-                   rollup.on_conflict())
+            folded = rollup.fold(debit_rows if rollup.debits_only else folded_rows)
+            insert(self._c, rollup.table, rollup.columns, folded, rollup.on_conflict())
