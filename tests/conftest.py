@@ -85,6 +85,12 @@ def client(services) -> TestClient:
         yield c
 
 
+@pytest.fixture
+def alice(api) -> "Tenant":
+    """A fresh user with an ADMIN key: the Authorization headers, and `.id` (modules may define their own)."""
+    return new_tenant(api, "alice")
+
+
 @pytest.fixture(scope="module", params=ENGINES)
 def module_client(request, tmp_path_factory) -> Iterator[TestClient]:
     """One app per test module and engine, for modules whose tests each work as users of their own (faster than

@@ -8,7 +8,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
 
-from conftest import Tenant, exact_body, new_tenant, post_records
+from conftest import Tenant, exact_body, post_records
 
 USAGE = "/api/v1/billing/usage"
 INVALID = "Invalid request parameters"
@@ -19,12 +19,6 @@ _keys = itertools.count(1)
 def client(module_client):
     """One app for the module (see conftest): every test works as users of its own."""
     return module_client
-
-
-@pytest.fixture
-def alice(api) -> Tenant:
-    """A fresh user with an ADMIN key: the Authorization headers, and `.id`."""
-    return new_tenant(api, "alice")
 
 
 def priced(ts: str, notes: str = "", *, sku: str = "test-sku", units: str = "1", price: str = "1",

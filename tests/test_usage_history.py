@@ -27,12 +27,6 @@ def client(module_client):
     return module_client
 
 
-@pytest.fixture
-def alice(api) -> Tenant:
-    """A fresh user with an ADMIN key: the Authorization headers, and `.id`."""
-    return new_tenant(api, "alice")
-
-
 def row(ts: str, notes: str, *, currency: str = "USD", amount: str = "-0.01") -> dict:
     """A priced row; record_all() says whose."""
     return {"sku": "test-sku", "units": Decimal(1), "pricePerUnitUsd": Decimal("0.01"),
