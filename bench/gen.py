@@ -2,7 +2,7 @@
 
 Everything is a function of (Sizes, seed, anchor): the same arguments give the same users, keys, secrets and
 records, byte for byte. Records are what the platform would POST to /ledger/records (inference events priced from
-the catalogue, credits, a few legacy VCU imports), so loading them through record_batch produces the rows, balances
+the catalogue, credits, a few legacy VCU imports), so loading them through ledger.record produces the rows, balances
 and rollups that real ingest would.
 
 Shape of the data (the issue's defaults):

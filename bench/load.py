@@ -1,4 +1,4 @@
-"""Filling a database through the product's own paths: users and keys through the store, usage through record_batch.
+"""Filling a database through the product's own paths: users and keys through the store, usage through ledger.record.
 
 The template (users and keys, no usage) is built once per run and copied for every fresh database the run needs.
 """
@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from usage_ledger.catalog import Catalog
 from usage_ledger.keys import MAX_ACTIVE_KEYS, secret_hash
-from usage_ledger.ledger import record_batch
+from usage_ledger.ledger import record
 from usage_ledger.store.base import ApiKey
 from usage_ledger.store.sql import SqlStore
 
@@ -69,12 +69,11 @@ class LoadStats:
 
 def load_batches(store: SqlStore, catalog: Catalog, batches: Iterable[list[dict[str, Any]]], now: int,
                  progress: Callable[[LoadStats], None] | None = None, progress_every: float = 30.0) -> LoadStats:
-    """record_batch, one write transaction per batch, as `usage-ledger ingest` and POST /ledger/records do."""
+    """ledger.record, one write transaction per batch, as `usage-ledger ingest` and POST /ledger/records do."""
     stats = LoadStats()
     began = last = time.perf_counter()
     for chunk in batches:
-        with store.write() as tx:
-            outcomes = record_batch(tx, chunk, catalog, now)
+        outcomes = record(store, chunk, catalog, now)
         stats.records += len(chunk)
         stats.batches += 1
         for o in outcomes:

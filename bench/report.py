@@ -82,7 +82,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"rows over {result['sizes']['days']} days ({', '.join(f'{k} {v:,}' for k, v in d['heavy_rows_by_currency'].items())}), "
         f"{d['heavy_skus']} SKUs; {d['heavy_rows_arriving_a_day_late_or_more']:,} of its rows backfilled a day or more "
         f"late; {d['heavy_ms_with_several_events']:,} milliseconds shared by several events. "
-        f"Loaded through record_batch at {_n(result['load']['rows_per_s'])} rows/s "
+        f"Loaded through ledger.record at {_n(result['load']['rows_per_s'])} rows/s "
         f"({_n(result['load']['seconds'])} s{', in the earlier run that generated it' if result.get('load_reused') else ''}); "
         f"this run took {_n(result.get('seconds'))} s.",
         "",

@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
 
         needs_data = bool(phases - {"ingest"})  # the ingest phase works on fresh copies of the template only
         if needs_data and "load" not in result:
-            log(f"loading {sizes.total_rows:,} rows through record_batch, {args.load_batch} records a transaction")
+            log(f"loading {sizes.total_rows:,} rows through ledger.record, {args.load_batch} records a transaction")
             engine.copy("template", "main")
             store = SqlStore(engine.url("main"))
             if engine.name == "sqlite":

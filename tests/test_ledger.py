@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from usage_ledger.ledger import record_batch
+from usage_ledger.ledger import record
 from usage_ledger.money import CURRENCY_CODES
 from usage_ledger.store.base import UsageFilter
 from usage_ledger.timeutil import now_ms, parse_instant
@@ -16,8 +16,7 @@ def uid(store):
 
 
 def ingest(store, catalog, *records, now=None):
-    with store.write() as tx:
-        return [(o.status, o.error) for o in record_batch(tx, list(records), catalog, now=now)]
+    return [(o.status, o.error) for o in record(store, list(records), catalog, now=now)]
 
 
 def rows(store, uid):

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from pgutil import ScratchDatabase
-from usage_ledger.ledger import record_batch
+from usage_ledger.ledger import record
 from usage_ledger.store.base import UsageFilter
 from usage_ledger.store.sql import SqlStore
 from usage_ledger.timeutil import now_ms
@@ -60,8 +60,7 @@ def test_concurrent_replays_from_several_connections_record_once(pg_store, catal
 
     def replay() -> None:
         try:
-            with pg_store.write() as tx:
-                outcomes.append([o.status for o in record_batch(tx, records, catalog)])
+            outcomes.append([o.status for o in record(pg_store, records, catalog)])
         except Exception as exc:  # collected: a failed writer must fail the test, not vanish in its thread
             errors.append(exc)
 
@@ -83,8 +82,7 @@ def test_a_batch_of_1000_records_is_a_handful_of_statements(pg_store, catalog):
     sa.event.listen(pg_store.engine, "before_cursor_execute", lambda *a, **k: statements.append(a[2]))
     records = [{"userId": "u1", "requestId": f"r{i}", "model": "zai-org-glm-5-1", "promptTokens": 100,
                 "completionTokens": 10} for i in range(1000)]
-    with pg_store.write() as tx:
-        assert {o.status for o in record_batch(tx, records, catalog)} == {"recorded"}
+    assert {o.status for o in record(pg_store, records, catalog)} == {"recorded"}
     # executemany runs pipelined: one call per table, never one per row.
     assert len(statements) < 25, statements
 

@@ -1,6 +1,6 @@
 """Deterministic demo data: a user, three API keys and a month of realistic usage.
 
-Everything goes through the ledger's own batch path (record_batch), so balances, the spend order and the rollups are
+Everything goes through the ledger's own batch path (ledger.record), so balances, the spend order and the rollups are
 exactly what real ingest would produce. The same seed and `now` give the same rows.
 """
 
@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from .api.keys import CreateKey, create_key_for
-from .ledger import credit_record, record_batch
+from .ledger import credit_record, record
 from .services import Services
 from .store.base import UsageFilter
 from .timeutil import MS_PER_DAY, MS_PER_HOUR, from_ms, now_ms
@@ -158,8 +158,7 @@ def build(services: Services, now: int | None = None, seed: int = SEED) -> DemoD
     all_records = records(services, [key["id"] for key in created], now, seed)
     for i in range(0, len(all_records), BATCH):
         batch = all_records[i:i + BATCH]
-        with store.write() as tx:
-            outcomes = record_batch(tx, batch, catalog, now)
+        outcomes = record(store, batch, catalog, now)
         refused = [o for o in outcomes if o.status != "recorded"]
         if refused:  # the demo's own data must be valid: fail loudly rather than serve a partial demo
             raise RuntimeError(f"demo record refused: {refused[0].error or refused[0].status}: "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Iterable, NamedTuple, Protocol
+from typing import Any, Callable, Iterable, NamedTuple, Protocol, TypeVar
 
 import orjson
 
@@ -22,6 +22,7 @@ MAX_NOTES = 1024
 MAX_ID_LENGTH = 256
 FUTURE_TOLERANCE_MS = 5 * 60_000
 CREDIT_SKU = "credit"
+T = TypeVar("T")
 
 _COMMON_FIELDS = {"userId", "apiKeyId", "requestId", "timestamp", "notes", "idempotencyKey", "promptTokens",
                   "completionTokens", "inferenceExecutionTime"}
@@ -105,6 +106,12 @@ class WriteTx(Protocol):
     def claimed_keys(self, keys: Iterable[tuple[int, bytes]]) -> dict[tuple[int, bytes], bytes]: ...
     def balances(self, uids: Iterable[int]) -> dict[tuple[int, int], int]: ...
     def append(self, rows: list[NewRow], claims: list[tuple[int, bytes, bytes]]) -> None: ...
+
+
+class Writer(Protocol):
+    """What record() needs from a store: a write transaction to run the batch in."""
+
+    def write_shared(self, work: Callable[[WriteTx], T]) -> T: ...
 
 
 def _hash16(data: bytes) -> bytes:
@@ -315,13 +322,15 @@ def prepare_batch(records: list[Any], catalog: Catalog, now: int | None = None) 
     return PreparedBatch(outcomes, ready)
 
 
-def record_batch(tx: WriteTx, records: list[Any], catalog: Catalog, now: int | None = None) -> list[Outcome]:
-    """Record a batch inside one write transaction; one bad record never fails its neighbours."""
-    return write_batch(tx, prepare_batch(records, catalog, now))
+def record(store: Writer, records: list[Any], catalog: Catalog, now: int | None = None) -> list[Outcome]:
+    """Record a batch: validated and priced first, then written in one write transaction (where the store has a
+    single writer, shared with the batches queued beside it); one bad record never fails its neighbours."""
+    batch = prepare_batch(records, catalog, now)
+    return store.write_shared(lambda tx: write_batch(tx, batch))
 
 
 def write_batch(tx: WriteTx, batch: PreparedBatch) -> list[Outcome]:
-    """The database half of record_batch: users, keys, idempotency, spend order, rows."""
+    """The database half of record(): users, keys, idempotency, spend order, rows."""
     outcomes, ready = list(batch.outcomes), batch.ready
     uids = tx.user_uids({p.user_id for p in ready})
     keys = tx.key_owners({p.api_key_id for p in ready if p.api_key_id is not None})

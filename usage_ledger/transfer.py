@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 from .catalog import Catalog
-from .ledger import RecordError, record_batch
+from .ledger import RecordError, record
 from .store.base import UsageFilter, UsageRow
 from .store.sql import SqlStore
-from .usage import CSV_HEADER, csv_lines, csv_text, dumps, row_json, strip_formula_guard
+from .usage import CSV_HEADER, CSV_HEADER_LINE, csv_lines, dumps, row_json, strip_formula_guard
 
 EXPORT_CHUNK = 5000
 MAX_REPORTED_ERRORS = 10
@@ -168,8 +168,7 @@ def ingest_file(store: SqlStore, catalog: Catalog, path: str | Path, *, user_id:
             else:
                 records = _jsonl_records(lines, user_id)
             while batch := list(islice(records, batch_size)):
-                with store.write() as tx:
-                    outcomes = record_batch(tx, [record for _, record in batch], catalog)
+                outcomes = record(store, [item for _, item in batch], catalog)
                 for outcome in outcomes:
                     if outcome.status == "recorded":
                         summary.recorded += 1
@@ -205,7 +204,7 @@ def export_usage(store: SqlStore, f: UsageFilter, out: BinaryIO, fmt: str = "csv
                  progress: Progress | None = None) -> int:
     """Write the rows as the API serves them: its CSV (header once), or one row_json per line. Returns the count."""
     if fmt == "csv":
-        out.write(csv_text([]).encode())
+        out.write(CSV_HEADER_LINE.encode())
     written = 0
     for rows in usage_chunks(store, f):
         if fmt == "csv":

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from ..ledger import MAX_NOTES, Outcome, RecordError, credit_record, prepare_batch, write_batch
+from .. import ledger
+from ..ledger import MAX_NOTES, Outcome, RecordError, credit_record
 from ..money import MAX_NANO, nano_to_decimal
 from ..services import Services
 from ..store.base import Conflict, User
@@ -68,8 +69,7 @@ def parse_records(body: bytes, content_type: str, max_records: int) -> list[Any]
 
 
 def record(svc: Services, records: list[Any]) -> list[Outcome]:
-    batch = prepare_batch(records, svc.catalog)
-    outcomes = svc.store.write_shared(lambda tx: write_batch(tx, batch))
+    outcomes = ledger.record(svc.store, records, svc.catalog)
     ROWS_INGESTED.inc(sum(1 for o in outcomes if o.status == "recorded"))
     return outcomes
 
