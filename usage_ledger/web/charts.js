@@ -110,19 +110,7 @@ export function dailyChart(canvas, labels, series, { split }) {
 /** Spend by model, one horizontal bar per model, stacked by breakdown type (Input / Output / Cache ...). */
 export function modelsChart(canvas, models) {
   const types = BREAKDOWN_ORDER.filter((type) => models.some((m) => partsOf(m).some((p) => p.type === type)));
-  const options = baseOptions();
-  options.indexAxis = "y";
-  options.interaction = { mode: "y", intersect: false };
-  options.scales = {
-    x: { stacked: true, beginAtZero: true, grid: { color: css("--grid") }, border: { display: false },
-         ticks: { callback: moneyTick, maxTicksLimit: 5 } },
-    y: { stacked: true, grid: { display: false }, ticks: { autoSkip: false, callback: shortLabel(models) } },
-  };
-  options.plugins.tooltip.callbacks = {
-    title: (items) => items.length ? models[items[0].dataIndex].modelName : "",
-    label: (item) => (item.raw ? ` ${item.dataset.label}: ${usd(String(item.raw))}` : null),
-  };
-  options.plugins.tooltip.filter = (item) => item.raw !== 0;
+  const options = stackedBarOptions(models, "modelName", (item) => usd(String(item.raw)));
   return draw(canvas, {
     type: "bar",
     data: {
@@ -142,19 +130,8 @@ export function modelsChart(canvas, models) {
 /** Spend by API key: horizontal bars, USD and DIEM stacked. */
 export function keysChart(canvas, keys) {
   const colors = palette();
-  const options = baseOptions();
-  options.indexAxis = "y";
-  options.interaction = { mode: "y", intersect: false };
-  options.scales = {
-    x: { stacked: true, beginAtZero: true, grid: { color: css("--grid") }, border: { display: false },
-         ticks: { callback: moneyTick, maxTicksLimit: 5 } },
-    y: { stacked: true, grid: { display: false }, ticks: { autoSkip: false, callback: shortLabel(keys, "description") } },
-  };
-  options.plugins.tooltip.callbacks = {
-    title: (items) => items.length ? keys[items[0].dataIndex].description : "",
-    label: (item) => (item.raw ? ` ${item.dataset.label}: ${item.datasetIndex ? diem(String(item.raw)) : usd(String(item.raw))}` : null),
-  };
-  options.plugins.tooltip.filter = (item) => item.raw !== 0;
+  const options = stackedBarOptions(keys, "description",
+    (item) => (item.datasetIndex ? diem(String(item.raw)) : usd(String(item.raw))));
   return draw(canvas, {
     type: "bar",
     data: {
@@ -168,7 +145,25 @@ export function keysChart(canvas, keys) {
   });
 }
 
-function shortLabel(items, field = "modelName") {
+/** Horizontal bars stacked per item (a model, a key), named by item[field]; `amount` writes a segment's value. */
+function stackedBarOptions(items, field, amount) {
+  const options = baseOptions();
+  options.indexAxis = "y";
+  options.interaction = { mode: "y", intersect: false };
+  options.scales = {
+    x: { stacked: true, beginAtZero: true, grid: { color: css("--grid") }, border: { display: false },
+         ticks: { callback: moneyTick, maxTicksLimit: 5 } },
+    y: { stacked: true, grid: { display: false }, ticks: { autoSkip: false, callback: shortLabel(items, field) } },
+  };
+  options.plugins.tooltip.callbacks = {
+    title: (tooltipItems) => tooltipItems.length ? items[tooltipItems[0].dataIndex][field] : "",
+    label: (item) => (item.raw ? ` ${item.dataset.label}: ${amount(item)}` : null),
+  };
+  options.plugins.tooltip.filter = (item) => item.raw !== 0;
+  return options;
+}
+
+function shortLabel(items, field) {
   return function label(value) {
     const text = String(items[value]?.[field] ?? this.getLabelForValue(value));
     return text.length > 22 ? text.slice(0, 21) + "…" : text;
