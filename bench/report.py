@@ -26,10 +26,6 @@ def machine() -> dict[str, Any]:
             "python": sys.version.split()[0]}
 
 
-def _ratio_miss(value: float, limit: float) -> str:
-    return f"{value / limit:.2f}x the limit" if value > limit else ""
-
-
 def targets(f: dict[str, Any]) -> list[dict[str, Any]]:
     """Each of the issue's targets: the figure, whether it is met, and by how much it is missed."""
     out = []
